@@ -1,0 +1,1 @@
+"""Instrumentation any HEMISPHERE component imports. Importing configures nothing."""

@@ -1,0 +1,1 @@
+"""BFM, the HEMISPHERE Backbone Failover Module: the failover controller."""

@@ -1,0 +1,1 @@
+"""Adapters: one module per outside system behind a port of failover.ports."""

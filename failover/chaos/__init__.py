@@ -1,0 +1,1 @@
+"""Fault injection, deterministic simulation, history checker and reports."""

@@ -1,0 +1,1 @@
+"""The `bfm` command line."""

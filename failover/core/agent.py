@@ -1,0 +1,172 @@
+"""The site agent's decisions: its lease, when to fence itself, which shards it may serve.
+
+The runtime (or the simulator) performs the I/O and tells the agent what happened: each
+renewal attempt and its start time, each direct heartbeat from a peer, each ownership
+document read. The agent answers what to write and whether work may be accepted.
+
+Sessions: a site that fenced itself never serves its old grants again. Its next lease
+carries a new session number, and the controller re-grants work to that session under a
+new epoch, so a grant made before the fence is void even if no one else took it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from failover.core.fencing import Assignment, Ownership
+from failover.core.quorum import LeaseTiming, PeerReport, holder_may_act
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A site's lease document: who, which session, how often renewed, what it reports."""
+
+    holder: str
+    session: int
+    renew_count: int
+    renewed_at_wall_s: float
+    lease_duration_s: float
+    components_up: tuple[str, ...] = ()
+    drained: tuple[tuple[str, int, int], ...] = ()
+    store_ok: bool = True
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "holder": self.holder,
+            "session": self.session,
+            "renew_count": self.renew_count,
+            "renewed_at": self.renewed_at_wall_s,
+            "lease_duration_s": self.lease_duration_s,
+            "components_up": list(self.components_up),
+            "drained": [list(d) for d in self.drained],
+        }
+
+    @staticmethod
+    def from_doc(doc: Mapping[str, Any]) -> LeaseRecord:
+        try:
+            return LeaseRecord(
+                holder=str(doc["holder"]),
+                session=int(doc["session"]),
+                renew_count=int(doc["renew_count"]),
+                renewed_at_wall_s=float(doc["renewed_at"]),
+                lease_duration_s=float(doc["lease_duration_s"]),
+                components_up=tuple(str(c) for c in doc.get("components_up", ())),
+                drained=tuple((str(c), int(i), int(e)) for c, i, e in doc.get("drained", ())),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"malformed lease document: {err}") from None
+
+    def summary(self) -> tuple[str, int, int]:
+        """What an observer compares: any renewal changes it."""
+        return (self.holder, self.session, self.renew_count)
+
+
+class SiteAgent:
+    """One worker site's lease holder and gatekeeper for its shards."""
+
+    def __init__(
+        self,
+        site: str,
+        *,
+        timing: LeaseTiming,
+        peers: Sequence[str],
+        fencing_enabled: bool = True,
+    ) -> None:
+        self.site = site
+        self.timing = timing
+        self.fencing_enabled = fencing_enabled
+        self.session = 0
+        self.fenced = True
+        self.renew_count = 0
+        self.last_renew_start_s: float | None = None
+        self.store_ok = False
+        self.peers: dict[str, PeerReport | None] = {p: None for p in peers if p != site}
+        self.fence_count = 0
+
+    def lease_record(
+        self,
+        *,
+        wall_s: float,
+        components_up: Iterable[str],
+        drained: Iterable[tuple[str, int, int]] = (),
+    ) -> LeaseRecord:
+        """The document to write for the next renewal (a new session after a fence)."""
+        return LeaseRecord(
+            holder=self.site,
+            session=self.session + 1 if self.fenced else self.session,
+            renew_count=self.renew_count + 1,
+            renewed_at_wall_s=wall_s,
+            lease_duration_s=self.timing.lease_duration_s,
+            components_up=tuple(sorted(components_up)),
+            drained=tuple(sorted(drained)),
+        )
+
+    def renewed(self, record: LeaseRecord, *, started_at_s: float) -> None:
+        """The renewal that started at ``started_at_s`` (monotonic) was written."""
+        self.store_ok = True
+        self.renew_count = record.renew_count
+        self.last_renew_start_s = started_at_s
+        if self.fenced:
+            self.session = record.session
+            self.fenced = False
+
+    def continue_from(self, record: LeaseRecord) -> None:
+        """Before its first renewal, a (re)started agent continues the stored lease's numbering.
+
+        Sessions only grow, so grants made to the site's previous process stay void.
+        """
+        if self.fenced and record.holder == self.site:
+            self.session = max(self.session, record.session)
+            self.renew_count = max(self.renew_count, record.renew_count)
+
+    def store_reached(self) -> None:
+        """A store request succeeded (a read counts too)."""
+        self.store_ok = True
+
+    def store_failed(self) -> None:
+        """A store request failed (unavailable or outcome unknown): no renewal counted."""
+        self.store_ok = False
+
+    def heard_peer(self, peer: str, *, store_ok: bool, now_s: float) -> None:
+        """A direct heartbeat from another worker arrived."""
+        if peer in self.peers:
+            self.peers[peer] = PeerReport(now_s, store_ok)
+
+    def check(self, now_s: float) -> bool:
+        """Whether the site may serve now; fences it (until a new session) when not."""
+        if self.fenced:
+            return False
+        if not self.fencing_enabled:
+            return True
+        if not holder_may_act(
+            now_s=now_s,
+            last_renew_start_s=self.last_renew_start_s,
+            timing=self.timing,
+            store_ok=self.store_ok,
+            peers=self.peers,
+        ):
+            self.fenced = True
+            self.fence_count += 1
+            return False
+        return True
+
+    def may_serve(self, assignment: Assignment, *, now_s: float, component_up: bool) -> bool:
+        """Whether work for a shard with this assignment may be accepted here now."""
+        return (
+            component_up
+            and assignment.owner == self.site
+            and assignment.session == self.session
+            and not assignment.draining
+            and self.check(now_s)
+        )
+
+    def drained(self, ownerships: Iterable[Ownership]) -> list[tuple[str, int, int]]:
+        """Shards being drained away from this site: acknowledged by listing them in the lease."""
+        return [
+            (o.component, i, a.epoch)
+            for o in ownerships
+            for i, a in enumerate(o.shards)
+            if a.draining and a.owner == self.site and a.session == self.session
+        ]

@@ -1,0 +1,196 @@
+"""The controller's decision, one component at a time: it reads like the runbook.
+
+1. A shard whose owner is gone (lease expired, self-fenced into a new session, or its
+   component instance down) is an orphan: give all orphans to the survivors at once, under
+   a new epoch. Safe without waiting, because that owner has already stopped (quorum.py).
+2. A shard being drained moves only after its live owner acknowledged the drain: then it is
+   transferred under a new epoch (drain -> fence -> transfer, never two owners).
+3. Otherwise, when every site that may hold work is stable past its hold-off, start
+   draining the next bounded batch towards an even split (hand-back, rebalance, a manual
+   drain of a site, or a switchover of one component).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from failover.core.fencing import Ownership, reassign, set_draining
+from failover.core.placement import handback_batch, place_orphans, target_owners
+from failover.core.topology import Topology
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """What the controller knows of one worker site now."""
+
+    name: str
+    alive: bool
+    session: int
+    components_up: frozenset[str]
+    components_stable: frozenset[str] = frozenset()
+    drained: frozenset[tuple[str, int, int]] = frozenset()
+    admin_drained: bool = False
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """Operator choices: batch size of planned moves, components pinned to one site."""
+
+    handback_batch_size: int = 4
+    pinned: Mapping[str, str] = field(default_factory=dict)
+
+
+class DecisionKind(StrEnum):
+    INITIAL = "initial"
+    FAILOVER = "failover"
+    DRAIN = "drain"
+    TRANSFER = "transfer"
+    CANCEL_DRAIN = "cancel_drain"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A new ownership document for one component, and why."""
+
+    component: str
+    kind: DecisionKind
+    ownership: Ownership
+    shards: tuple[int, ...]
+    reason: str
+
+
+def decide(
+    topology: Topology,
+    ownerships: Mapping[str, Ownership],
+    views: Mapping[str, SiteView],
+    policy: PlacementPolicy,
+    *,
+    trace_id: str = "",
+) -> list[Decision]:
+    """Decisions for every component whose ownership should change now."""
+    decisions = []
+    for component in topology.components:
+        decision = decide_component(
+            topology, ownerships[component], views, policy, trace_id=trace_id
+        )
+        if decision is not None:
+            decisions.append(decision)
+    return decisions
+
+
+def decide_component(
+    topology: Topology,
+    current: Ownership,
+    views: Mapping[str, SiteView],
+    policy: PlacementPolicy,
+    *,
+    trace_id: str = "",
+) -> Decision | None:
+    c = current.component
+    weights = {s: topology.weight(s) for s in topology.workers}
+    serving = [s for s in topology.workers if _serving(views.get(s), c)]
+    placeable = [s for s in serving if _placeable(views[s], c, policy)]
+    stable = [s for s in placeable if c in views[s].components_stable]
+    owners = [a.owner for a in current.shards]
+
+    orphans = [i for i, a in enumerate(current.shards) if not _valid(a.owner, a.session, views, c)]
+    if orphans:
+        targets = stable or placeable or serving
+        moves = place_orphans(owners, orphans, targets, weights)
+        if not moves:
+            return None
+        kind = DecisionKind.INITIAL if current.max_epoch == 0 else DecisionKind.FAILOVER
+        gone = sorted({str(owners[i]) for i in moves})
+        reason = f"{len(moves)} shard(s) without a live owner (was: {', '.join(gone)})"
+        return _grant(current, moves, views, kind, reason, trace_id)
+
+    draining = [i for i, a in enumerate(current.shards) if a.draining]
+    if draining:
+        return _finish_drains(current, draining, owners, views, stable, weights, trace_id)
+
+    if set(stable) != set(placeable) or not stable:
+        # Someone is still in hold-off: only move work off sites that must give it up.
+        must_leave = [i for i, o in enumerate(owners) if o not in placeable]
+        if not stable or not must_leave:
+            return None
+        batch = must_leave[: policy.handback_batch_size]
+    else:
+        batch = list(handback_batch(owners, stable, weights, batch_size=policy.handback_batch_size))
+    if not batch:
+        return None
+    return Decision(
+        c,
+        DecisionKind.DRAIN,
+        set_draining(current, batch, draining=True),
+        tuple(batch),
+        f"drain {len(batch)} shard(s) towards an even split over {', '.join(stable)}",
+    )
+
+
+def _finish_drains(
+    current: Ownership,
+    draining: Sequence[int],
+    owners: list[str | None],
+    views: Mapping[str, SiteView],
+    stable: Sequence[str],
+    weights: Mapping[str, float],
+    trace_id: str,
+) -> Decision | None:
+    c = current.component
+    acked = [
+        i for i in draining if (c, i, current.shards[i].epoch) in views[str(owners[i])].drained
+    ]
+    moves: dict[int, str] = {}
+    cancel: list[int] = []
+    if stable:
+        target = target_owners(owners, stable, weights)
+        for i in acked:
+            if target[i] == owners[i]:
+                cancel.append(i)  # the even split changed meanwhile: keep it where it is
+            else:
+                moves[i] = target[i]
+    else:
+        cancel = list(draining)
+    if moves:
+        reason = f"transfer {len(moves)} drained shard(s)"
+        return _grant(current, moves, views, DecisionKind.TRANSFER, reason, trace_id)
+    if cancel:
+        return Decision(
+            c,
+            DecisionKind.CANCEL_DRAIN,
+            set_draining(current, cancel, draining=False),
+            tuple(cancel),
+            "no stable site to take drained shards; cancel the drain",
+        )
+    return None
+
+
+def _grant(
+    current: Ownership,
+    moves: Mapping[int, str],
+    views: Mapping[str, SiteView],
+    kind: DecisionKind,
+    reason: str,
+    trace_id: str,
+) -> Decision:
+    grants = {i: (site, views[site].session) for i, site in moves.items()}
+    new = reassign(current, grants, trace_id=trace_id)
+    return Decision(current.component, kind, new, tuple(sorted(moves)), reason)
+
+
+def _serving(view: SiteView | None, component: str) -> bool:
+    return view is not None and view.alive and component in view.components_up
+
+
+def _placeable(view: SiteView, component: str, policy: PlacementPolicy) -> bool:
+    pinned = policy.pinned.get(component)
+    return not view.admin_drained and (pinned is None or pinned == view.name)
+
+
+def _valid(owner: str | None, session: int, views: Mapping[str, SiteView], component: str) -> bool:
+    if owner is None:
+        return False
+    view = views.get(owner)
+    return _serving(view, component) and view is not None and view.session == session

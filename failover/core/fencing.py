@@ -1,0 +1,165 @@
+"""Epochs as fencing tokens: every ownership change of a shard gets a larger epoch.
+
+A component's ownership is one document (owners, owner sessions and epochs of all its
+shards), because the store writes single keys only. The sink side (``EpochFence``) refuses
+work stamped with an epoch lower than the highest it has seen for that shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Who owns one shard: the site, the lease session it was granted to, and the epoch.
+
+    ``draining`` marks a planned move: the owner stops taking new work for the shard and
+    acknowledges, then the controller transfers it under a new epoch.
+    """
+
+    owner: str | None
+    epoch: int
+    session: int = 0
+    draining: bool = False
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The ownership document of one component."""
+
+    component: str
+    shards: tuple[Assignment, ...]
+    max_epoch: int
+    trace_id: str = ""
+
+    def owner(self, index: int) -> str | None:
+        return self.shards[index].owner
+
+    def counts(self, sites: Iterable[str]) -> dict[str, int]:
+        """Shards owned per site (sites given first, so a site owning none shows 0)."""
+        counts = dict.fromkeys(sites, 0)
+        for a in self.shards:
+            if a.owner is not None:
+                counts[a.owner] = counts.get(a.owner, 0) + 1
+        return counts
+
+    def owned_by(self, site: str) -> list[int]:
+        return [i for i, a in enumerate(self.shards) if a.owner == site]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "max_epoch": self.max_epoch,
+            "trace_id": self.trace_id,
+            "shards": [
+                {"owner": a.owner, "epoch": a.epoch, "session": a.session, "draining": a.draining}
+                for a in self.shards
+            ],
+        }
+
+    @staticmethod
+    def from_doc(doc: Mapping[str, Any]) -> Ownership:
+        """Parse an ownership document; a malformed one raises ValueError naming the field."""
+        try:
+            component = str(doc["component"])
+            max_epoch = _int(doc["max_epoch"], "max_epoch")
+            raw = doc["shards"]
+            if not isinstance(raw, list):
+                raise ValueError("'shards' must be a list")
+            shards = tuple(_assignment(item, i) for i, item in enumerate(raw))
+        except KeyError as missing:
+            raise ValueError(f"ownership document lacks field {missing}") from None
+        if any(a.epoch > max_epoch for a in shards):
+            raise ValueError(f"ownership of {component}: a shard epoch exceeds max_epoch")
+        return Ownership(component, shards, max_epoch, str(doc.get("trace_id", "")))
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field {name!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _assignment(item: Any, index: int) -> Assignment:
+    if not isinstance(item, Mapping):
+        raise ValueError(f"shard {index} must be an object, got {item!r}")
+    owner = item.get("owner")
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError(f"shard {index} owner must be a site name or null, got {owner!r}")
+    return Assignment(
+        owner=owner,
+        epoch=_int(item.get("epoch"), f"shards[{index}].epoch"),
+        session=_int(item.get("session", 0), f"shards[{index}].session"),
+        draining=bool(item.get("draining", False)),
+    )
+
+
+def unowned(component: str, shard_count: int) -> Ownership:
+    """A component before its first placement: no owner, epoch 0."""
+    return Ownership(component, tuple(Assignment(None, 0) for _ in range(shard_count)), 0)
+
+
+def reassign(
+    ownership: Ownership,
+    moves: Mapping[int, tuple[str | None, int]],
+    *,
+    trace_id: str = "",
+) -> Ownership:
+    """Give each shard in ``moves`` to (site, session) under one new, larger epoch.
+
+    All shards changed by one decision share the new epoch ``max_epoch + 1``; shards not in
+    ``moves`` keep theirs. A move to the same owner and session still bumps the epoch (a
+    re-grant), because its old epoch may have been used by a fenced predecessor.
+    """
+    if not moves:
+        return ownership
+    for index in moves:
+        if not 0 <= index < len(ownership.shards):
+            raise ValueError(f"{ownership.component}: no shard {index}")
+    new_epoch = ownership.max_epoch + 1
+    shards = tuple(
+        Assignment(moves[i][0], new_epoch, moves[i][1]) if i in moves else a
+        for i, a in enumerate(ownership.shards)
+    )
+    return Ownership(ownership.component, shards, new_epoch, trace_id or ownership.trace_id)
+
+
+def set_draining(ownership: Ownership, indexes: Iterable[int], *, draining: bool) -> Ownership:
+    """Mark shards as draining (or cancel it) without changing owner or epoch."""
+    wanted = set(indexes)
+    shards = tuple(
+        replace(a, draining=draining) if i in wanted and a.owner is not None else a
+        for i, a in enumerate(ownership.shards)
+    )
+    return replace(ownership, shards=shards)
+
+
+class EpochFence:
+    """The sink's check: refuse work stamped with an epoch older than any seen for its shard.
+
+    ``enforce=False`` exists only for proving that the checkers catch a broken build
+    (``BFM_TEST_DISABLE_FENCING=1``); it still records epochs but admits everything.
+    """
+
+    def __init__(self, *, enforce: bool = True) -> None:
+        self.enforce = enforce
+        self._highest: dict[tuple[str, int], int] = {}
+
+    def highest(self, component: str, index: int) -> int:
+        return self._highest.get((component, index), 0)
+
+    def learn(self, component: str, index: int, epoch: int) -> None:
+        """Raise the shard's known epoch (from an ownership document read by the sink)."""
+        key = (component, index)
+        if epoch > self._highest.get(key, 0):
+            self._highest[key] = epoch
+
+    def admit(self, component: str, index: int, epoch: int) -> bool:
+        """True when work under ``epoch`` may be applied; raises the known epoch if so."""
+        if self.enforce and epoch < self.highest(component, index):
+            return False
+        self.learn(component, index, epoch)
+        return True

@@ -1,0 +1,125 @@
+"""Shard placement: even split by weight, all-to-survivor, batched hand-back, drain, switchover.
+
+Functions work on one component's owner list (site name or None per shard) and return
+*moves* (shard index -> new site), changing as few shards as possible. They never decide
+whether a move is safe: the controller moves a live owner's shard only through a drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+Owners = Sequence[str | None]
+
+
+def quotas(shard_count: int, sites: Sequence[str], weights: Mapping[str, float]) -> dict[str, int]:
+    """Whole-shard quotas by weight (largest remainder; ties to the earlier site).
+
+    Each quota is within 1 of the site's exact weighted share.
+    """
+    if not sites:
+        return {}
+    total = sum(weights.get(s, 1.0) for s in sites)
+    if total <= 0:
+        raise ValueError(f"site weights must be positive, got {dict(weights)}")
+    exact = {s: shard_count * weights.get(s, 1.0) / total for s in sites}
+    result = {s: int(exact[s]) for s in sites}
+    left = shard_count - sum(result.values())
+    order = sorted(sites, key=lambda s: (-(exact[s] - result[s]), sites.index(s)))
+    for s in order[:left]:
+        result[s] += 1
+    return result
+
+
+def is_even(owners: Owners, sites: Sequence[str], weights: Mapping[str, float]) -> bool:
+    """Every shard owned by one of ``sites``, and each site within 1 of its weighted share."""
+    if any(o not in sites for o in owners):
+        return False
+    total = sum(weights.get(s, 1.0) for s in sites)
+    for s in sites:
+        share = len(owners) * weights.get(s, 1.0) / total
+        if abs(sum(1 for o in owners if o == s) - share) >= 1:
+            return False
+    return True
+
+
+def target_owners(owners: Owners, sites: Sequence[str], weights: Mapping[str, float]) -> list[str]:
+    """The even placement over ``sites`` that keeps the most shards where they are."""
+    if not sites:
+        raise ValueError("no site to place shards on")
+    quota = quotas(len(owners), sites, weights)
+    kept: dict[str, int] = dict.fromkeys(sites, 0)
+    result: list[str | None] = []
+    for owner in owners:
+        if owner in kept and kept[owner] < quota[owner]:
+            kept[owner] += 1
+            result.append(owner)
+        else:
+            result.append(None)
+    for i, owner in enumerate(result):
+        if owner is None:
+            site = max(sites, key=lambda s: (quota[s] - kept[s], -sites.index(s)))
+            kept[site] += 1
+            result[i] = site
+    return [o for o in result if o is not None]
+
+
+def moves_to(owners: Owners, target: Sequence[str]) -> dict[int, str]:
+    return {i: t for i, (o, t) in enumerate(zip(owners, target, strict=True)) if o != t}
+
+
+def place_orphans(
+    owners: Owners,
+    orphans: Sequence[int],
+    sites: Sequence[str],
+    weights: Mapping[str, float],
+) -> dict[int, str]:
+    """All orphaned shards to ``sites`` at once, filling the emptiest (by weight) first.
+
+    Used for failover: every shard of a failed site or component instance goes to the
+    survivor(s) in one decision. Shards not in ``orphans`` do not move.
+    """
+    if not sites or not orphans:
+        return {}
+    counts = {s: sum(1 for i, o in enumerate(owners) if o == s and i not in orphans) for s in sites}
+    moves: dict[int, str] = {}
+    for i in orphans:
+        site = min(sites, key=lambda s: ((counts[s] + 1) / weights.get(s, 1.0), sites.index(s)))
+        counts[site] += 1
+        moves[i] = site
+    return moves
+
+
+def handback_batch(
+    owners: Owners,
+    sites: Sequence[str],
+    weights: Mapping[str, float],
+    *,
+    batch_size: int,
+) -> dict[int, str]:
+    """The next bounded batch of moves towards an even placement over ``sites``.
+
+    Moves are taken from the most over-quota site first so each batch reduces the
+    imbalance; an empty result means the placement is already even.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not sites:
+        return {}
+    all_moves = moves_to(owners, target_owners(owners, sites, weights))
+    return dict(sorted(all_moves.items())[:batch_size])
+
+
+def drain_moves(
+    owners: Owners, site: str, others: Sequence[str], weights: Mapping[str, float]
+) -> dict[int, str]:
+    """Everything ``site`` owns, to the other sites (a manual drain of a site)."""
+    if not others:
+        raise ValueError(f"cannot drain site {site!r}: no other site to take its shards")
+    orphans = [i for i, o in enumerate(owners) if o == site]
+    return place_orphans(owners, orphans, [s for s in others if s != site], weights)
+
+
+def switchover_moves(owners: Owners, to_site: str) -> dict[int, str]:
+    """Every shard of one component to ``to_site`` (a manual switchover of that component)."""
+    return {i: to_site for i, o in enumerate(owners) if o != to_site}

@@ -1,0 +1,1 @@
+"""Runtime loops: site agent, controller, wiring (later issues)."""

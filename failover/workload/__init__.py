@@ -1,0 +1,1 @@
+"""Reference backbone workload (later issues)."""
