@@ -1,0 +1,155 @@
+"""The history of a run and the checker that judges it.
+
+The checker sees only what producers were told (sent, acknowledged) and what the ledger
+holds (which site applied which message under which epoch, when), plus the times at which
+each ownership document was committed. It never reads counters of the code under test.
+
+Judgement:
+- an entry is *stale* when, at the moment it was applied, a larger epoch had already been
+  committed for its shard (work accepted from a superseded owner);
+- an epoch is *dual-owned* when entries under it came from two different sites;
+- stale entries do not count as kept: when the superseded owner rejoins, the new owner's
+  history wins and its writes are discarded (as Redis's resumed old primary's were), so an
+  acknowledged message is *lost* unless it has at least one non-stale entry;
+- a message applied more than once in kept entries is a duplicate.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from failover.chaos.report import FaultEvent, Report
+
+ShardKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    at_s: float
+    message_id: int
+    shard: ShardKey
+    epoch: int
+    site: str
+
+
+@dataclass
+class History:
+    """Everything a run recorded, appended to as it happens."""
+
+    sent: dict[int, float] = field(default_factory=dict)  # message id -> first send
+    acked: dict[int, float] = field(default_factory=dict)  # message id -> first ack
+    message_shard: dict[int, ShardKey] = field(default_factory=dict)
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    commits: dict[ShardKey, list[tuple[float, int]]] = field(default_factory=dict)
+    faults: list[FaultEvent] = field(default_factory=list)
+
+    def send(self, message_id: int, shard: ShardKey, at_s: float) -> None:
+        if message_id not in self.sent:
+            self.sent[message_id] = at_s
+            self.message_shard[message_id] = shard
+
+    def ack(self, message_id: int, at_s: float) -> None:
+        self.acked.setdefault(message_id, at_s)
+
+    def apply(self, entry: LedgerEntry) -> None:
+        self.ledger.append(entry)
+
+    def commit(self, shard: ShardKey, epoch: int, at_s: float) -> None:
+        """An ownership document granting ``shard`` under ``epoch`` was committed."""
+        self.commits.setdefault(shard, []).append((at_s, epoch))
+
+    def epoch_at(self, shard: ShardKey, at_s: float) -> int:
+        """The largest epoch committed for ``shard`` at or before ``at_s``."""
+        commits = self.commits.get(shard, [])
+        pos = bisect.bisect_right(commits, (at_s, float("inf")))
+        return max((e for _, e in commits[:pos]), default=0)
+
+
+@dataclass
+class Verdict:
+    acked: int
+    acked_lost: int
+    duplicates_applied: int
+    stale_epoch_accepts: int
+    dual_owner_epochs: int
+    lost_ids: list[int]
+    stale_entries: list[LedgerEntry]
+
+
+def check(history: History) -> Verdict:
+    """Judge the history (see the module docstring)."""
+    max_epoch: dict[ShardKey, list[tuple[float, int]]] = {}
+    for shard, commits in history.commits.items():
+        running, best = [], 0
+        for at_s, epoch in sorted(commits):
+            best = max(best, epoch)
+            running.append((at_s, best))
+        max_epoch[shard] = running
+    kept: dict[int, int] = defaultdict(int)
+    stale: list[LedgerEntry] = []
+    sites_per_epoch: dict[tuple[ShardKey, int], set[str]] = defaultdict(set)
+    for entry in history.ledger:
+        sites_per_epoch[(entry.shard, entry.epoch)].add(entry.site)
+        running = max_epoch.get(entry.shard, [])
+        pos = bisect.bisect_right(running, (entry.at_s, float("inf")))
+        current = running[pos - 1][1] if pos else 0
+        if entry.epoch < current:
+            stale.append(entry)
+        else:
+            kept[entry.message_id] += 1
+    lost = sorted(m for m in history.acked if kept.get(m, 0) == 0)
+    return Verdict(
+        acked=len(history.acked),
+        acked_lost=len(lost),
+        duplicates_applied=sum(n - 1 for n in kept.values() if n > 1),
+        stale_epoch_accepts=len(stale),
+        dual_owner_epochs=sum(1 for sites in sites_per_epoch.values() if len(sites) > 1),
+        lost_ids=lost,
+        stale_entries=stale,
+    )
+
+
+def unavailability_by_fault(
+    history: History, *, end_s: float, fault_kinds: dict[str, str] | None = None
+) -> dict[str, list[float]]:
+    """Per fault kind, one value per fault: the longest wait of a message in its window.
+
+    A fault's window runs from its injection (or heal, for the returns listed as
+    ``heal`` kinds in ``fault_kinds``) to the next timeline event. A message counts in
+    the window where it was first sent, or from the window start if it was still waiting
+    then; its wait ends at its acknowledgement, or at ``end_s`` if it never got one.
+    """
+    events = sorted(history.faults, key=lambda f: f.at_s)
+    mapping = fault_kinds or {}
+    starts = [f.at_s for f in events]
+    waits: list[list[float]] = [[] for _ in events]
+    for message_id, sent_s in history.sent.items():
+        acked_s = history.acked.get(message_id, end_s)
+        if not events or acked_s <= starts[0]:
+            continue
+        first = max(0, bisect.bisect_right(starts, sent_s) - 1)
+        last = bisect.bisect_right(starts, acked_s) - 1
+        for k in range(first, last + 1):
+            begin = max(sent_s, starts[k])
+            waits[k].append(acked_s - begin)
+    result: dict[str, list[float]] = {}
+    for event, values in zip(events, waits, strict=True):
+        label = mapping.get(f"{event.kind}:{event.action}")
+        if label is None:
+            label = event.kind if event.action == "inject" else None
+        if label is None:
+            continue
+        result.setdefault(label, []).append(max(values, default=0.0))
+    return result
+
+
+def fill_report(report: Report, history: History, *, end_s: float) -> Verdict:
+    verdict = check(history)
+    report.acked = verdict.acked
+    report.acked_lost = verdict.acked_lost
+    report.duplicates_applied = verdict.duplicates_applied
+    report.stale_epoch_accepts = verdict.stale_epoch_accepts
+    report.dual_owner_epochs = verdict.dual_owner_epochs
+    return verdict

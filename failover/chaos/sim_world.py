@@ -1,0 +1,116 @@
+"""The simulated world: sites that crash or hang, links that break, and a replicated store.
+
+The store has one member per site and serves a site only while that site's member is in a
+connected (both directions) group with a majority of the members: 2 of 3, as etcd does.
+Values are the core's own immutable objects; revisions are integers compared for equality.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from failover.core.controller import PlacementPolicy
+from failover.core.detector import DetectorTiming
+from failover.core.quorum import LeaseTiming
+from failover.core.topology import Topology, default_topology
+from failover.ports import Conflict, StoreUnavailable
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything a run needs besides its fault schedule and seed (seconds)."""
+
+    topology: Topology = field(default_factory=default_topology)
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+    detector: DetectorTiming = field(default_factory=DetectorTiming)
+    policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    duration_s: float = 600.0
+    min_faults: int = 5
+    controller_interval_s: float = 0.1
+    poll_interval_s: float = 0.1
+    send_interval_s: float = 1.0
+    retry_interval_s: float = 0.1
+    send_timeout_s: float = 0.5
+    route_refresh_interval_s: float = 5.0
+    process_delay_s: float = 0.02
+    fencing_enabled: bool = True
+
+    @property
+    def quiet_tail_s(self) -> float:
+        """Fault-free end of a run: long enough for the longest hold-off and the hand-back."""
+        return self.detector.max_holdoff_s + 40.0
+
+
+class Net:
+    """Which sites run, which are paused, which directed links are cut, store up or not."""
+
+    def __init__(self, sites: tuple[str, ...]) -> None:
+        self.sites = sites
+        self.crashed: set[str] = set()
+        self.hung: set[str] = set()
+        self.cuts: Counter[tuple[str, str]] = Counter()
+        self.store_outages = 0
+
+    def running(self, site: str) -> bool:
+        return site not in self.crashed and site not in self.hung
+
+    def link(self, src: str, dst: str) -> bool:
+        return self.cuts[(src, dst)] == 0
+
+    def both_ways(self, x: str, y: str) -> bool:
+        return self.link(x, y) and self.link(y, x)
+
+    def _group(self, site: str) -> set[str]:
+        alive = [s for s in self.sites if s not in self.crashed]
+        if site not in alive:
+            return set()
+        group, todo = {site}, [site]
+        while todo:
+            x = todo.pop()
+            for y in alive:
+                if y not in group and self.both_ways(x, y):
+                    group.add(y)
+                    todo.append(y)
+        return group
+
+    def store_ok(self, site: str) -> bool:
+        """The site's requests reach a store majority."""
+        return self.store_outages == 0 and len(self._group(site)) * 2 > len(self.sites)
+
+    def store_ok_anywhere(self) -> bool:
+        return any(self.store_ok(s) for s in self.sites)
+
+    def quiet(self) -> bool:
+        """No fault of the network or sites is active (a store outage may be)."""
+        return not self.crashed and not self.hung and not +self.cuts
+
+
+class SimStore:
+    """A key -> (value, revision) map reachable according to ``Net``."""
+
+    def __init__(self, net: Net) -> None:
+        self.net = net
+        self._data: dict[str, tuple[object, int]] = {}
+        self._revision = 0
+        self.requests = 0
+
+    def _reach(self, site: str | None) -> None:
+        self.requests += 1
+        ok = self.net.store_ok_anywhere() if site is None else self.net.store_ok(site)
+        if not ok:
+            raise StoreUnavailable(f"store unreachable from {site or 'producer'}")
+
+    def get(self, site: str | None, key: str) -> tuple[object, int] | None:
+        self._reach(site)
+        return self._data.get(key)
+
+    def put(self, site: str, key: str, value: object, *, expected_revision: int | None) -> int:
+        """Compare-and-set; ``expected_revision=None`` means the key must not exist."""
+        self._reach(site)
+        current = self._data.get(key)
+        if (current[1] if current else None) != expected_revision:
+            raise Conflict(key)
+        self._revision += 1
+        self._data[key] = (value, self._revision)
+        return self._revision
