@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from failover.chaos.report import FaultEvent, Report
 
 ShardKey = tuple[str, int]
+DOUBLE_FAULT = "double_fault"
+"""The kind under which a fault that began or ended while another was active is counted."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,11 @@ def unavailability_by_fault(
     """Per fault kind, one value per fault: the longest wait of a message in its window.
 
     A fault's window runs from its injection (or heal, for the returns listed as
-    ``heal`` kinds in ``fault_kinds``) to the next timeline event. A message counts in
-    the window where it was first sent, or from the window start if it was still waiting
-    then; its wait ends at its acknowledgement, or at ``end_s`` if it never got one.
+    ``heal`` kinds in ``fault_kinds``) to the next timeline event. Faults that overlap
+    another are counted as ``double_fault``, so each kind's numbers are single faults.
+    A message counts in the window where it was first sent, or from the window start if
+    it was still waiting then; its wait ends at its acknowledgement, or at ``end_s`` if
+    it never got one.
     """
     events = sorted(history.faults, key=lambda f: f.at_s)
     mapping = fault_kinds or {}
@@ -135,12 +139,17 @@ def unavailability_by_fault(
             begin = max(sent_s, starts[k])
             waits[k].append(acked_s - begin)
     result: dict[str, list[float]] = {}
+    active = 0
     for event, values in zip(events, waits, strict=True):
+        overlapping = active > 0 if event.action == "inject" else active > 1
+        active += 1 if event.action == "inject" else -1
         label = mapping.get(f"{event.kind}:{event.action}")
         if label is None:
             label = event.kind if event.action == "inject" else None
         if label is None:
             continue
+        if overlapping:
+            label = DOUBLE_FAULT
         result.setdefault(label, []).append(max(values, default=0.0))
     return result
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class Producer:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
-        self.routes: dict[str, tuple[str | None, ...]] = {}
+        self.routes: dict[tuple[str, int], str | None] = {}
         self.routes_at_s = float("-inf")
         self.next_id = 0
         cfg = sim.config
@@ -43,7 +43,8 @@ class Producer:
                 got = sim.store.get(None, ownership_key(c))
                 if got is not None:
                     assert isinstance(got[0], Ownership)
-                    self.routes[c] = tuple(a.owner for a in got[0].shards)
+                    for i, a in enumerate(got[0].shards):
+                        self.routes[(c, i)] = a.owner
         except StoreUnavailable:
             return
         self.routes_at_s = sim.now
@@ -56,14 +57,16 @@ class Producer:
         msg.attempt_sent_s = sim.now
         if sim.now - self.routes_at_s >= sim.config.route_refresh_interval_s:
             self.refresh()
-        route = self.routes.get(msg.component)
-        site = route[msg.index] if route else None
+        shard = (msg.component, msg.index)
+        site = self.routes.get(shard)
         proc = sim.workers.get(site) if site else None
         if proc is None or proc.dead:
             self.failed(msg, msg.attempt)  # no route, or connection refused
             return
-        result = proc.receive(msg, msg.attempt)
+        result, redirect = proc.receive(msg, msg.attempt)
         if result == "refused":
+            if redirect is not None:
+                self.routes[shard] = redirect
             self.failed(msg, msg.attempt)
         elif result == "queued":
             self.wait_for(msg, msg.attempt)

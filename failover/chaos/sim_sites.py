@@ -64,6 +64,8 @@ class WorkerProc:
         self.in_flight: dict[tuple[int, int], Message] = {}
         self.inbox: list[tuple[Message, int]] = []
         self.frozen: list[tuple[Message, int, int]] = []
+        self._drained_key: object = None
+        self._drained: tuple[tuple[str, int, int], ...] = ()
         sim.every(cfg.timing.renew_interval_s, self.renew, owner=self)
         sim.every(cfg.poll_interval_s, self.poll, owner=self)
         sim.every(cfg.timing.heartbeat_interval_s, self.heartbeat, owner=self)
@@ -83,9 +85,7 @@ class WorkerProc:
             if current is not None and isinstance(current[0], LeaseRecord):
                 self.agent.continue_from(current[0])
             record = self.agent.lease_record(
-                wall_s=now,
-                components_up=self.components_up(),
-                drained=self.agent.drained(self.docs.values()),
+                wall_s=now, components_up=self.components_up(), drained=self.drained()
             )
             sim.store.put(
                 self.site,
@@ -114,16 +114,23 @@ class WorkerProc:
                 if got is not None and got[1] != self.doc_revisions.get(c):
                     assert isinstance(got[0], Ownership)
                     self.docs[c], self.doc_revisions[c] = got[0], got[1]
-            self.agent.store_reached()
         except StoreUnavailable:
-            self.agent.store_failed()
+            pass  # the renewal, not a read, tells the agent whether the store is back
         fences = self.agent.fence_count
         self.agent.check(sim.now)
         if self.agent.fence_count > fences:
             sim.on_fence(self.site)
-        drained = tuple(sorted(self.agent.drained(self.docs.values())))
+        drained = self.drained()
         if (tuple(sorted(self.components_up())), drained) != self.reported:
             self.renew()  # tell the controller at once, not at the next renewal
+
+    def drained(self) -> tuple[tuple[str, int, int], ...]:
+        busy = frozenset((m.component, m.index) for m in self.in_flight.values())
+        key = (tuple(self.doc_revisions.values()), self.agent.session, busy)
+        if key != self._drained_key:
+            self._drained_key = key
+            self._drained = tuple(sorted(self.agent.drained(self.docs.values(), busy=busy)))
+        return self._drained
 
     def heartbeat(self) -> None:
         if not self.alive():
@@ -144,20 +151,32 @@ class WorkerProc:
         if doc is None or not self.alive():
             return None
         a = doc.shards[index]
-        up = self.sim.component_alive(self.site, component)
-        return a.epoch if self.agent.may_serve(a, now_s=self.sim.now, component_up=up) else None
+        ok = self.agent.may_serve(
+            a,
+            component=component,
+            index=index,
+            now_s=self.sim.now,
+            component_up=self.sim.component_alive(self.site, component),
+        )
+        return a.epoch if ok else None
 
-    def receive(self, msg: Message, attempt: int) -> str:
-        """Router: 'pending' (applied after the processing delay), 'refused' or 'queued'."""
+    def receive(self, msg: Message, attempt: int) -> tuple[str, str | None]:
+        """Router: 'pending' (applied after the processing delay), 'refused' or 'queued'.
+
+        A refusal names the owner this site knows of (a redirect, as Redis's MOVED), so
+        producers find the new owner even while the store is out.
+        """
         if not self.sim.net.running(self.site):
             self.inbox.append((msg, attempt))
-            return "queued"
+            return "queued", None
         epoch = self.serving(msg.component, msg.index)
         if epoch is None:
-            return "refused"
+            doc = self.docs.get(msg.component)
+            owner = doc.shards[msg.index].owner if doc else None
+            return "refused", owner if owner != self.site else None
         self.in_flight[(msg.message_id, attempt)] = msg
         self.sim.at(self.sim.now + self.sim.config.process_delay_s, self.apply, msg, attempt, epoch)
-        return "pending"
+        return "pending", None
 
     def apply(self, msg: Message, attempt: int, epoch: int) -> None:
         if self.dead:
@@ -190,7 +209,7 @@ class WorkerProc:
             self.sim.sink_apply(self.site, msg, attempt, epoch)
         inbox, self.inbox = self.inbox, []
         for msg, attempt in inbox:
-            if self.receive(msg, attempt) == "refused":
+            if self.receive(msg, attempt)[0] == "refused":
                 self.sim.producer.failed(msg, attempt)
 
 
@@ -212,6 +231,8 @@ class ControllerProc:
         }
         self.leader_since_s: float | None = None
         self.renewed_at_s: float | None = None
+        self.last_inputs: object = None
+        self.last_ups: dict[str, frozenset[str]] = {}
         sim.every(cfg.controller_interval_s, self.tick, owner=self)
 
     def leading(self, now_s: float) -> bool:
@@ -263,9 +284,11 @@ class ControllerProc:
             self.records[w] = record
             observer.observe(record.summary() if record else None, now)
             alive = record is not None and not observer.expired(now)
-            for c in sim.config.topology.components:
-                up = alive and record is not None and c in record.components_up
-                self.stability[(w, c)].update(up=up, now_s=now)
+            ups = frozenset(record.components_up) if alive and record is not None else frozenset()
+            if ups != self.last_ups.get(w):
+                self.last_ups[w] = ups
+                for c in sim.config.topology.components:
+                    self.stability[(w, c)].update(up=c in ups, now_s=now)
 
     def views(self) -> dict[str, SiteView]:
         now, views = self.sim.now, {}
@@ -296,8 +319,14 @@ class ControllerProc:
             else:
                 assert isinstance(got[0], Ownership)
                 current[c], revisions[c] = got[0], got[1]
+        views = self.views()
+        inputs = (tuple(revisions.values()), tuple(views.values()))
+        if inputs == self.last_inputs:
+            return  # nothing new since the last round, which decided nothing
         trace_id = f"{self.site}-{sim.steps:x}"
-        for d in decide(topology, current, self.views(), sim.config.policy, trace_id=trace_id):
+        decisions = decide(topology, current, views, sim.config.policy, trace_id=trace_id)
+        self.last_inputs = None if decisions else inputs
+        for d in decisions:
             try:
                 sim.store.put(
                     self.site,

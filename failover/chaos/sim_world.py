@@ -51,6 +51,11 @@ class Net:
         self.hung: set[str] = set()
         self.cuts: Counter[tuple[str, str]] = Counter()
         self.store_outages = 0
+        self._store_ok: dict[str, bool] = {}
+
+    def changed(self) -> None:
+        """Call after any change of sites, links or store: forgets cached reachability."""
+        self._store_ok.clear()
 
     def running(self, site: str) -> bool:
         return site not in self.crashed and site not in self.hung
@@ -76,7 +81,11 @@ class Net:
 
     def store_ok(self, site: str) -> bool:
         """The site's requests reach a store majority."""
-        return self.store_outages == 0 and len(self._group(site)) * 2 > len(self.sites)
+        ok = self._store_ok.get(site)
+        if ok is None:
+            ok = self.store_outages == 0 and len(self._group(site)) * 2 > len(self.sites)
+            self._store_ok[site] = ok
+        return ok
 
     def store_ok_anywhere(self) -> bool:
         return any(self.store_ok(s) for s in self.sites)

@@ -24,6 +24,7 @@ from failover.core.fencing import EpochFence, Ownership
 from failover.core.placement import is_even
 
 HEAL_LABELS = {"site_crash:heal": "site_return"}
+DECISION_LOG_LIMIT = 10_000
 GRANTS = (DecisionKind.INITIAL, DecisionKind.FAILOVER, DecisionKind.TRANSFER)
 
 
@@ -46,6 +47,7 @@ class Simulation:
         self.history = History()
         self.violations: list[Violation] = []
         self.decisions: Counter[str] = Counter()
+        self.decision_log: list[tuple[float, Decision]] = []
         self.crashed_components: Counter[tuple[str, str]] = Counter()
         self.fences = {w: EpochFence(enforce=config.fencing_enabled) for w in topology.workers}
         self.applied = {w: set[int]() for w in topology.workers}
@@ -84,7 +86,7 @@ class Simulation:
 
     # -- the sinks (modules + ledger), one per worker site, durable across crashes ----
     def component_alive(self, site: str, component: str) -> bool:
-        return self.crashed_components[(site, component)] == 0
+        return self.crashed_components.get((site, component), 0) == 0
 
     def refresh_sinks(self) -> None:
         for site, fence in self.fences.items():
@@ -116,6 +118,8 @@ class Simulation:
 
     def committed(self, decision: Decision, before: Ownership) -> None:
         self.decisions[decision.kind.value] += 1
+        if len(self.decision_log) < DECISION_LOG_LIMIT:
+            self.decision_log.append((self.now, decision))
         if decision.kind not in GRANTS:
             return
         c = decision.component
@@ -209,6 +213,7 @@ class Simulation:
             net.store_outages += 1
         for link in self._links(fault):
             net.cuts[link] += 1
+        net.changed()
 
     def _heal(self, fault: Fault) -> None:
         self.history.faults.append(FaultEvent(self.now, fault.kind, fault.target, "heal"))
@@ -230,6 +235,7 @@ class Simulation:
             net.store_outages -= 1
         for link in self._links(fault):
             net.cuts[link] -= 1
+        net.changed()
         for site in self.workers:
             self.check_serving(site)
 

@@ -11,12 +11,12 @@ new epoch, so a grant made before the fence is void even if no one else took it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from failover.core.fencing import Assignment, Ownership
-from failover.core.quorum import LeaseTiming, PeerReport, holder_may_act
+from failover.core.quorum import LeaseTiming, PeerReport, holder_may_act, in_failsafe
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class SiteAgent:
         self.store_ok = False
         self.peers: dict[str, PeerReport | None] = {p: None for p in peers if p != site}
         self.fence_count = 0
+        self.acked_drains: set[tuple[str, int, int]] = set()
 
     def lease_record(
         self,
@@ -92,7 +93,13 @@ class SiteAgent:
         components_up: Iterable[str],
         drained: Iterable[tuple[str, int, int]] = (),
     ) -> LeaseRecord:
-        """The document to write for the next renewal (a new session after a fence)."""
+        """The document to write for the next renewal (a new session after a fence).
+
+        Shards it lists as drained are not served from now on, even in failsafe, whether
+        or not the write lands: once acknowledged, their transfer may be written any time.
+        """
+        drained = tuple(sorted(drained))
+        self.acked_drains.update(drained)
         return LeaseRecord(
             holder=self.site,
             session=self.session + 1 if self.fenced else self.session,
@@ -100,7 +107,7 @@ class SiteAgent:
             renewed_at_wall_s=wall_s,
             lease_duration_s=self.timing.lease_duration_s,
             components_up=tuple(sorted(components_up)),
-            drained=tuple(sorted(drained)),
+            drained=drained,
         )
 
     def renewed(self, record: LeaseRecord, *, started_at_s: float) -> None:
@@ -121,12 +128,12 @@ class SiteAgent:
             self.session = max(self.session, record.session)
             self.renew_count = max(self.renew_count, record.renew_count)
 
-    def store_reached(self) -> None:
-        """A store request succeeded (a read counts too)."""
-        self.store_ok = True
-
     def store_failed(self) -> None:
-        """A store request failed (unavailable or outcome unknown): no renewal counted."""
+        """A renewal failed (store unavailable, or outcome unknown): no renewal counted.
+
+        Only renewals set ``store_ok``: a read that succeeds does not end the failsafe,
+        the next renewal (within ``renew_interval_s``) does, or the agent fences.
+        """
         self.store_ok = False
 
     def heard_peer(self, peer: str, *, store_ok: bool, now_s: float) -> None:
@@ -152,21 +159,53 @@ class SiteAgent:
             return False
         return True
 
-    def may_serve(self, assignment: Assignment, *, now_s: float, component_up: bool) -> bool:
-        """Whether work for a shard with this assignment may be accepted here now."""
-        return (
-            component_up
-            and assignment.owner == self.site
-            and assignment.session == self.session
-            and not assignment.draining
-            and self.check(now_s)
+    def failsafe(self, now_s: float) -> bool:
+        """The store is out for everyone: ownership is frozen, nobody can take work over."""
+        return in_failsafe(
+            now_s=now_s, timing=self.timing, store_ok=self.store_ok, peers=self.peers
         )
 
-    def drained(self, ownerships: Iterable[Ownership]) -> list[tuple[str, int, int]]:
-        """Shards being drained away from this site: acknowledged by listing them in the lease."""
+    def may_serve(
+        self,
+        assignment: Assignment,
+        *,
+        component: str,
+        index: int,
+        now_s: float,
+        component_up: bool,
+    ) -> bool:
+        """Whether work for the shard (component, index) may be accepted here now.
+
+        A draining shard waits for its transfer. While the store is out for everyone no
+        transfer can happen, so it is served on, unless its drain was already acknowledged
+        (the transfer may have been written just before the outage).
+        """
+        if not component_up or assignment.owner != self.site:
+            return False
+        if assignment.session != self.session or not self.check(now_s):
+            return False
+        if not assignment.draining:
+            return True
+        acked = (component, index, assignment.epoch) in self.acked_drains
+        return not acked and self.failsafe(now_s)
+
+    def drained(
+        self,
+        ownerships: Iterable[Ownership],
+        *,
+        busy: Collection[tuple[str, int]] = (),
+    ) -> list[tuple[str, int, int]]:
+        """Shards drained away from this site, acknowledged by listing them in the lease.
+
+        A shard with work still in flight (``busy``: component, index) is not drained yet:
+        acknowledging it early would let the next owner start while this one still writes.
+        """
         return [
             (o.component, i, a.epoch)
             for o in ownerships
             for i, a in enumerate(o.shards)
-            if a.draining and a.owner == self.site and a.session == self.session
+            if a.draining
+            and a.owner == self.site
+            and a.session == self.session
+            and (o.component, i) not in busy
         ]
