@@ -116,19 +116,27 @@ def check(history: History) -> Verdict:
 def unavailability_by_fault(
     history: History, *, end_s: float, fault_kinds: dict[str, str] | None = None
 ) -> dict[str, list[float]]:
-    """Per fault kind, one value per fault: the longest wait of a message in its window.
+    """Per fault kind, one value per fault: the longest a message waited because of it.
 
-    A fault's window runs from its injection (or heal, for the returns listed as
-    ``heal`` kinds in ``fault_kinds``) to the next timeline event. Faults that overlap
-    another are counted as ``double_fault``, so each kind's numbers are single faults.
-    A message counts in the window where it was first sent, or from the window start if
-    it was still waiting then; its wait ends at its acknowledgement, or at ``end_s`` if
-    it never got one.
+    Each timeline event (an injection, or a heal listed in ``fault_kinds`` such as a site
+    return) opens a window that lasts until the next event. A message waiting at some
+    point in the window counts from the window start (or its first send, if later) until
+    its acknowledgement (``end_s`` if none), but no further than the next *injection*: from
+    then on its wait is the newer fault's doing. A heal does not cut it short, so a
+    failover outlasting a short fault is still the fault's. Faults that begin or end while
+    another is active are counted as ``double_fault``, so each kind's numbers are single
+    faults.
     """
     events = sorted(history.faults, key=lambda f: f.at_s)
     mapping = fault_kinds or {}
     starts = [f.at_s for f in events]
-    waits: list[list[float]] = [[] for _ in events]
+    cut_at = [end_s] * len(events)  # the next injection after each event
+    next_inject = end_s
+    for k in range(len(events) - 1, -1, -1):
+        cut_at[k] = next_inject
+        if events[k].action == "inject":
+            next_inject = events[k].at_s
+    longest = [0.0] * len(events)
     for message_id, sent_s in history.sent.items():
         acked_s = history.acked.get(message_id, end_s)
         if not events or acked_s <= starts[0]:
@@ -136,11 +144,11 @@ def unavailability_by_fault(
         first = max(0, bisect.bisect_right(starts, sent_s) - 1)
         last = bisect.bisect_right(starts, acked_s) - 1
         for k in range(first, last + 1):
-            begin = max(sent_s, starts[k])
-            waits[k].append(acked_s - begin)
+            wait = min(acked_s, cut_at[k]) - max(sent_s, starts[k])
+            longest[k] = max(longest[k], wait)
     result: dict[str, list[float]] = {}
     active = 0
-    for event, values in zip(events, waits, strict=True):
+    for event, value in zip(events, longest, strict=True):
         overlapping = active > 0 if event.action == "inject" else active > 1
         active += 1 if event.action == "inject" else -1
         label = mapping.get(f"{event.kind}:{event.action}")
@@ -148,9 +156,7 @@ def unavailability_by_fault(
             label = event.kind if event.action == "inject" else None
         if label is None:
             continue
-        if overlapping:
-            label = DOUBLE_FAULT
-        result.setdefault(label, []).append(max(values, default=0.0))
+        result.setdefault(DOUBLE_FAULT if overlapping else label, []).append(value)
     return result
 
 

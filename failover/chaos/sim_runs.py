@@ -110,6 +110,7 @@ def aggregate(
     kinds: Counter[str] = Counter()
     failing: list[dict[str, Any]] = []
     steps = 0
+    worst: dict[str, dict[str, Any]] = {}
     for r in results:
         data = r.report
         total.acked += data["acked"]
@@ -119,6 +120,10 @@ def aggregate(
         total.dual_owner_epochs += data["dual_owner_epochs"]
         total.max_unavailability_s = max(total.max_unavailability_s, data["max_unavailability_s"])
         merge_unavailability(total.unavailability_s, r.unavailability_s)
+        for kind, values in r.unavailability_s.items():
+            value = max(values, default=0.0)
+            if value > worst.get(kind, {}).get("unavailability_s", -1.0):
+                worst[kind] = {"run": r.run, "unavailability_s": round(value, 3)}
         kinds.update(r.fault_kinds)
         steps += r.steps
         total.shards_per_site = data["shards_per_site"]
@@ -147,6 +152,7 @@ def aggregate(
         "fencing_enabled": config.fencing_enabled,
         "runs_per_fault_kind": dict(sorted(kinds.items())),
         "failing_runs": len(failing),
+        "worst_run_per_fault_kind": dict(sorted(worst.items())),
         "failures": failing[:20],
         "timing": asdict(config.timing),
         "violations_total": sum(len(r.report["violations"]) for r in results),

@@ -231,6 +231,7 @@ class ControllerProc:
         }
         self.leader_since_s: float | None = None
         self.renewed_at_s: float | None = None
+        self.leader_revision: int | None = None
         self.last_inputs: object = None
         self.last_ups: dict[str, frozenset[str]] = {}
         sim.every(cfg.controller_interval_s, self.tick, owner=self)
@@ -262,14 +263,20 @@ class ControllerProc:
         self.leader_observer.observe(record, now)
         if not self.leading(now):
             self.renewed_at_s = None
-        if record is not None and record[0] == self.site and self.renewed_at_s is not None:
+        mine = record is not None and record[0] == self.site
+        if mine and (self.renewed_at_s is not None or (got and got[1] == self.leader_revision)):
+            # Still ours: renewing in time, or unchanged since our last write (we only lost
+            # the store for a while): nobody else took it, so the CAS keeps it exclusive.
+            assert record is not None
             new = (self.site, record[1], record[2] + 1)
         elif record is None or self.leader_observer.expired(now):
             new = (self.site, (record[1] if record else 0) + 1, 0)
         else:
             return
         try:
-            sim.store.put(self.site, LEADER_KEY, new, expected_revision=got[1] if got else None)
+            self.leader_revision = sim.store.put(
+                self.site, LEADER_KEY, new, expected_revision=got[1] if got else None
+            )
         except Conflict:
             self.renewed_at_s = None
             return

@@ -137,8 +137,14 @@ class SiteAgent:
         self.store_ok = False
 
     def heard_peer(self, peer: str, *, store_ok: bool, now_s: float) -> None:
-        """A direct heartbeat from another worker arrived."""
-        if peer in self.peers:
+        """A direct heartbeat from another worker arrived.
+
+        Only "I cannot reach the store" reports are kept: the failsafe needs a fresh one
+        from every peer. A peer that has the store back does not end this site's failsafe
+        at once; the failsafe ends when the last "store down" report grows older than
+        ``failsafe_confirm_s``, which leaves time for this site's own next renewal.
+        """
+        if peer in self.peers and not store_ok:
             self.peers[peer] = PeerReport(now_s, store_ok)
 
     def check(self, now_s: float) -> bool:

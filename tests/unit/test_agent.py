@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from failover.core.agent import LeaseRecord, SiteAgent
 from failover.core.fencing import Assignment, Ownership
-from failover.core.quorum import LeaseTiming
+from failover.core.quorum import LeaseObserver, LeaseTiming
 
 TIMING = LeaseTiming()  # renew 0.25, deadline 1.0, duration 1.6, failsafe window 0.75
 UP = ("eep", "gsm")
@@ -146,11 +146,15 @@ def test_the_deadline_counts_from_the_renewal_start_not_its_completion() -> None
     "site serves its pre-fence grants again, though the module says a fenced site never does",
 )
 def test_a_renewal_acknowledged_after_the_fence_does_not_revive_the_old_session() -> None:
-    site = serving_agent()  # session 1, renewed at 0.0
+    site = serving_agent()  # session 1, renewed at 0.0 (applied at once)
+    controller = LeaseObserver(lease_duration_s=TIMING.lease_duration_s)
+    controller.observe(("a", 1, 1), 0.0)
     slow = site.lease_record(wall_s=0.75, components_up=UP)  # started at 0.75, session 1
     assert slow.session == 1
-    assert not site.check(1.01)  # fenced: the controller may take over from 1.6 s on
-    site.renewed(slow, started_at_s=0.75)  # the slow write is acknowledged at 1.65 s
+    assert not site.check(1.01)  # fenced
+    controller.observe(("a", 1, 1), 1.61)  # the slow write has not landed yet
+    assert controller.expired(1.61)  # so the majority may take the shards over now
+    site.renewed(slow, started_at_s=0.75)  # the slow write lands and is acknowledged at 1.65
     old_grant = Assignment("a", 3, 1)
     assert not serves(site, old_grant, now_s=1.65)
 
@@ -268,6 +272,108 @@ def test_the_drained_ack_reaches_the_lease_record() -> None:
     assert LeaseRecord.from_doc(record.to_doc()).drained == (("eep", 0, 4),)
 
 
+# --- draining shards and the failsafe ----------------------------------------------------
+
+
+def _in_failsafe(site: SiteAgent, now_s: float) -> None:
+    site.store_failed()
+    site.heard_peer("b", store_ok=False, now_s=now_s)
+
+
+def test_a_draining_shard_is_not_served_while_the_store_is_up() -> None:
+    site = serving_agent()
+    assert not serves(site, Assignment("a", 3, 1, draining=True), now_s=0.5)
+    assert not site.failsafe(0.5)
+    site.heard_peer("b", store_ok=False, now_s=0.5)  # only the peer lost the store
+    assert not site.failsafe(0.5)
+    assert not serves(site, Assignment("a", 3, 1, draining=True), now_s=0.5)
+
+
+def test_in_failsafe_an_unacknowledged_draining_shard_is_served_on() -> None:
+    site = serving_agent()
+    _in_failsafe(site, 1.5)
+    assert site.failsafe(1.5)
+    assert serves(site, Assignment("a", 3, 1, draining=True), now_s=1.5)
+    # but only while the failsafe holds
+    assert not serves(site, Assignment("a", 3, 1, draining=True), now_s=2.3)
+    assert site.fenced
+
+
+def test_in_failsafe_an_acknowledged_drain_stays_stopped() -> None:
+    site = serving_agent()
+    ack = site.lease_record(wall_s=0.25, components_up=UP, drained=[("eep", 3, 4)])
+    site.renewed(ack, started_at_s=0.25)
+    assert site.acked_drains == {("eep", 3, 4)}
+    _in_failsafe(site, 1.5)
+    draining = Assignment("a", 4, 1, draining=True)
+    assert not serves(site, draining, now_s=1.5, index=3)
+    assert serves(site, draining, now_s=1.5, index=2)  # another shard: not acknowledged
+    assert serves(site, draining, now_s=1.5, component="gsm", index=3)
+    assert serves(site, Assignment("a", 5, 1, draining=True), now_s=1.5, index=3)  # new epoch
+
+
+def test_an_ack_counts_as_given_once_written_into_a_lease_even_if_the_write_fails() -> None:
+    site = serving_agent()
+    assert site.acked_drains == set()
+    site.lease_record(wall_s=0.25, components_up=UP, drained=[("eep", 3, 4)])
+    site.store_failed()  # unavailable or outcome unknown: it may have landed
+    assert site.acked_drains == {("eep", 3, 4)}
+    assert site.last_renew_start_s == 0.0  # still not a renewal
+    site.heard_peer("b", store_ok=False, now_s=1.5)
+    assert site.failsafe(1.5)
+    assert not serves(site, Assignment("a", 4, 1, draining=True), now_s=1.5, index=3)
+
+
+def test_only_a_renewal_ends_the_failsafe() -> None:
+    site = serving_agent()
+    _in_failsafe(site, 1.2)
+    assert site.failsafe(1.2)
+    assert site.check(1.2)
+    site.renewed(site.lease_record(wall_s=1.3, components_up=UP), started_at_s=1.3)
+    assert site.store_ok
+    assert not site.failsafe(1.3)
+    assert site.check(2.3)
+    assert not site.check(2.31)  # the store is back: the ordinary deadline applies again
+
+
+def test_drained_leaves_out_shards_still_busy() -> None:
+    site = serving_agent()
+    eep = Ownership(
+        "eep",
+        (Assignment("a", 4, 1, draining=True), Assignment("a", 4, 1, draining=True)),
+        4,
+    )
+    gsm = Ownership("gsm", (Assignment("a", 2, 1, draining=True),), 2)
+    busy = {("eep", 0), ("gsm", 5)}
+    assert site.drained([eep, gsm], busy=busy) == [("eep", 1, 4), ("gsm", 0, 2)]
+
+
+# --- a restarted agent ----------------------------------------------------------------
+
+
+def test_a_restarted_agent_continues_the_stored_numbering() -> None:
+    site = agent()
+    site.continue_from(LeaseRecord("a", 4, 90, 0.0, 1.6))
+    record = site.lease_record(wall_s=1.0, components_up=UP)
+    assert (record.session, record.renew_count) == (5, 91)
+    site.renewed(record, started_at_s=1.0)
+    assert site.session == 5
+    assert not serves(site, Assignment("a", 7, 4), now_s=1.0)  # the old process's grant
+    assert serves(site, Assignment("a", 8, 5), now_s=1.0)
+
+
+def test_continue_from_never_lowers_and_ignores_other_holders() -> None:
+    site = serving_agent()  # session 1, not fenced
+    site.continue_from(LeaseRecord("a", 9, 99, 0.0, 1.6))
+    assert (site.session, site.renew_count) == (1, 1)  # a serving agent keeps its own
+    fresh = agent()
+    fresh.continue_from(LeaseRecord("b", 9, 99, 0.0, 1.6))
+    assert (fresh.session, fresh.renew_count) == (0, 0)
+    fresh.continue_from(LeaseRecord("a", 3, 10, 0.0, 1.6))
+    fresh.continue_from(LeaseRecord("a", 2, 50, 0.0, 1.6))
+    assert (fresh.session, fresh.renew_count) == (3, 50)
+
+
 # --- the lease document -----------------------------------------------------------------
 
 
@@ -352,7 +458,7 @@ _DELETE = object()
     ],
 )
 def test_malformed_lease_doc_is_a_value_error(doc: Any) -> None:
-    with pytest.raises(ValueError, match="^malformed lease document: "):
+    with pytest.raises(ValueError, match=r"^malformed lease document: "):
         LeaseRecord.from_doc(doc)
 
 
@@ -373,5 +479,5 @@ def test_malformed_lease_doc_is_a_value_error(doc: Any) -> None:
     ],
 )
 def test_wrongly_typed_lease_doc_is_a_value_error(doc: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="^malformed lease document: "):
+    with pytest.raises(ValueError, match=r"^malformed lease document: "):
         LeaseRecord.from_doc(doc)

@@ -48,10 +48,10 @@ def view(
     )
 
 
-def owned(component: str, owners: Iterable[str | None], *, epoch: int, session: int = 1) -> Ownership:
-    shards = tuple(
-        Assignment(o, epoch if o else 0, session if o else 0) for o in owners
-    )
+def owned(
+    component: str, owners: Iterable[str | None], *, epoch: int, session: int = 1
+) -> Ownership:
+    shards = tuple(Assignment(o, epoch if o else 0, session if o else 0) for o in owners)
     return Ownership(component, shards, epoch)
 
 
@@ -100,9 +100,7 @@ def test_initial_placement_is_even_over_stable_sites_with_epoch_1() -> None:
 
 
 def test_initial_placement_waits_for_nobody_but_prefers_stable_sites() -> None:
-    d = decide_component(
-        TOPO, unowned("eep", 16), views(view("a"), view("b", stable=())), POLICY
-    )
+    d = decide_component(TOPO, unowned("eep", 16), views(view("a"), view("b", stable=())), POLICY)
     assert d is not None
     assert d.kind is DecisionKind.INITIAL
     assert owners_of(d.ownership) == ["a"] * 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -266,7 +267,7 @@ def test_epochs_per_shard_strictly_increase_over_any_sequence_of_reassigns(
         # the document stays valid after every step
         assert Ownership.from_doc(ownership.to_doc()) == ownership
     for epochs in history:
-        assert all(x < y for x, y in zip(epochs, epochs[1:], strict=False))
+        assert all(x < y for x, y in itertools.pairwise(epochs))
     # no two decisions ever share an epoch: every granted epoch is unique per decision
     assert sorted({e for h in history for e in h[1:]}) == list(range(1, len(sequence) + 1))
 

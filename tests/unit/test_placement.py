@@ -107,7 +107,9 @@ def test_target_owners_is_even_and_minimal(
     target = target_owners(owners, sites, weights)
     assert len(target) == len(owners)
     assert is_even(target, sites, weights)
-    assert Counter(target) == Counter({s: q for s, q in quotas(len(owners), sites, weights).items() if q})
+    assert Counter(target) == Counter(
+        {s: q for s, q in quotas(len(owners), sites, weights).items() if q}
+    )
     moves = moves_to(owners, target)
     assert len(moves) == _minimal_moves(owners, sites, weights)
     # no shard on a site that is not over its quota moves
@@ -125,7 +127,7 @@ def test_target_owners_keeps_the_earliest_shards_of_an_over_quota_site() -> None
 
 
 def test_target_owners_needs_a_site() -> None:
-    with pytest.raises(ValueError, match="^no site to place shards on$"):
+    with pytest.raises(ValueError, match=r"^no site to place shards on$"):
         target_owners(["a"], [], {})
 
 
@@ -271,7 +273,7 @@ def test_drain_moves_empty_the_site_and_touch_nothing_else(
 
 
 def test_drain_of_a_site_with_no_other_site_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="^cannot drain site 'a': no other site to take its"):
+    with pytest.raises(ValueError, match=r"^cannot drain site 'a': no other site to take its"):
         drain_moves(["a", "b"], "a", [], {})
 
 

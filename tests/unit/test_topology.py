@@ -95,7 +95,7 @@ def _sites(*names: str) -> tuple[Site, ...]:
     ],
 )
 def test_invalid_topology_is_a_clear_value_error(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match="^invalid topology: ") as err:
+    with pytest.raises(ValueError, match=r"^invalid topology: ") as err:
         Topology(**kwargs)  # type: ignore[arg-type]
     assert message in str(err.value)
 
