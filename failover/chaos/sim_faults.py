@@ -135,23 +135,29 @@ def shrink(
     faults: Sequence[Fault],
     still_fails: Callable[[list[Fault]], bool],
     *,
-    max_tries: int = 80,
+    max_tries: int = 40,
 ) -> list[Fault]:
-    """A smaller schedule that still fails: drop faults, then shorten them (greedy)."""
+    """A smaller schedule that still fails: drop chunks of faults (ddmin), then shorten them.
+
+    ``still_fails`` re-runs the simulation; ``max_tries`` bounds how often.
+    """
     current = list(faults)
     tries = 0
-    progress = True
-    while progress and tries < max_tries:
-        progress = False
-        for i in range(len(current)):
-            if tries >= max_tries:
-                break
-            candidate = current[:i] + current[i + 1 :]
+    chunks = 2
+    while len(current) >= 2 and tries < max_tries:
+        size = -(-len(current) // chunks)
+        for start in range(0, len(current), size):
+            candidate = current[:start] + current[start + size :]
             tries += 1
             if candidate and still_fails(candidate):
-                current = candidate
-                progress = True
+                current, chunks = candidate, max(chunks - 1, 2)
                 break
+            if tries >= max_tries:
+                break
+        else:
+            if chunks >= len(current):
+                break
+            chunks = min(len(current), chunks * 2)
     for i, fault in enumerate(list(current)):
         if tries >= max_tries or fault.duration_s < 1.0:
             continue

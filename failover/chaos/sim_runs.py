@@ -15,7 +15,7 @@ from failover.chaos.sim_faults import Fault, random_schedule, shrink
 from failover.chaos.sim_world import SimConfig
 from failover.chaos.simulation import Simulation
 
-MAX_SHRUNK_RUNS = 3
+MAX_SHRUNK_RUNS = 2
 """Failing runs whose schedule is shrunk (each shrink re-runs the simulation many times)."""
 MAX_REPORTED_VIOLATIONS = 50
 
@@ -111,7 +111,9 @@ def aggregate(
     failing: list[dict[str, Any]] = []
     steps = 0
     worst: dict[str, dict[str, Any]] = {}
+    by_invariant: Counter[str] = Counter()
     for r in results:
+        by_invariant.update(r.report.get("violations_by_invariant", {}))
         data = r.report
         total.acked += data["acked"]
         total.acked_lost += data["acked_lost"]
@@ -155,7 +157,7 @@ def aggregate(
         "worst_run_per_fault_kind": dict(sorted(worst.items())),
         "failures": failing[:20],
         "timing": asdict(config.timing),
-        "violations_total": sum(len(r.report["violations"]) for r in results),
+        "violations_by_invariant": dict(sorted(by_invariant.items())),
     }
     for entry in failing:
         for v in entry["violations"]:

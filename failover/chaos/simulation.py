@@ -25,6 +25,7 @@ from failover.core.placement import is_even
 
 HEAL_LABELS = {"site_crash:heal": "site_return"}
 DECISION_LOG_LIMIT = 10_000
+MAX_VIOLATION_DETAILS = 50
 GRANTS = (DecisionKind.INITIAL, DecisionKind.FAILOVER, DecisionKind.TRANSFER)
 
 
@@ -48,6 +49,7 @@ class Simulation:
         self.violations: list[Violation] = []
         self.decisions: Counter[str] = Counter()
         self.decision_log: list[tuple[float, Decision]] = []
+        self.violation_counts: Counter[str] = Counter()
         self.crashed_components: Counter[tuple[str, str]] = Counter()
         self.fences = {w: EpochFence(enforce=config.fencing_enabled) for w in topology.workers}
         self.applied = {w: set[int]() for w in topology.workers}
@@ -113,7 +115,8 @@ class Simulation:
 
     # -- invariants checked as the run goes -----------------------------------------
     def violation(self, invariant: str, detail: str) -> None:
-        if len(self.violations) < 50:
+        self.violation_counts[invariant] += 1
+        if len(self.violations) < MAX_VIOLATION_DETAILS:
             self.violations.append(Violation(invariant, self.now, detail))
 
     def committed(self, decision: Decision, before: Ownership) -> None:
@@ -297,7 +300,11 @@ class Simulation:
             faults=list(self.history.faults),
             violations=list(self.violations),
         )
-        report.extra = {"steps": self.steps, "decisions": dict(self.decisions)}
+        report.extra = {
+            "steps": self.steps,
+            "decisions": dict(self.decisions),
+            "violations_by_invariant": dict(self.violation_counts),
+        }
         return report
 
 

@@ -150,12 +150,25 @@ def _print_human(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"bfm simulate: {data.get('runs', 1)} run(s), seed {data.get('seed')}")
-    for column in ("fault kind", "p50 s", "p99 s", "max s", "n"):
+    length_s = data["simulated_s_per_run"]
+    title = f"bfm simulate: {data['runs']} run(s) of {length_s:.0f} s, seed {data['seed']}"
+    table = Table(title=title)
+    for column in ("fault kind", "runs", "faults", "p50 s", "p99 s", "max s"):
         table.add_column(column, justify="left" if column == "fault kind" else "right")
+    runs_per_kind = data.get("runs_per_fault_kind", {})
     for kind, s in data["unavailability_s"].items():
-        table.add_row(kind, f"{s['p50']:.3f}", f"{s['p99']:.3f}", f"{s['max']:.3f}", str(s["n"]))
+        table.add_row(
+            kind,
+            str(runs_per_kind.get(kind, "")),
+            str(s["n"]),
+            f"{s['p50']:.3f}",
+            f"{s['p99']:.3f}",
+            f"{s['max']:.3f}",
+        )
     console.print(table)
+    console.print(
+        "seconds until work flowed again, per fault (single faults; overlaps are 'double_fault')"
+    )
     for key in (
         "acked",
         "acked_lost",
@@ -164,10 +177,22 @@ def _print_human(data: dict[str, Any]) -> None:
         "dual_owner_epochs",
     ):
         console.print(f"{key}: {data[key]}")
-    console.print(f"max_unavailability_s: {data['max_unavailability_s']}")
-    console.print(f"violations: {len(data['violations'])}")
-    for v in data["violations"][:10]:
-        console.print(f"  [red]{v['invariant']}[/red] at {v['at_s']} s: {v['detail']}")
+    console.print(f"max_unavailability_s: {data['max_unavailability_s']}  steps: {data['steps']}")
+    if not data["violations"]:
+        console.print("[green]no invariant broken[/green]")
+        return
+    console.print(f"[red]violations by invariant: {data['violations_by_invariant']}[/red]")
+    for entry in data["failures"][:5]:
+        first = entry["violations"][0]
+        console.print(
+            f"run {entry['run']} (seed {entry['seed']}): [red]{first['invariant']}[/red] at "
+            f"{first['at_s']} s: {first['detail']}"
+        )
+        console.print(
+            f"  reproduce: bfm simulate --seed {entry['batch_seed']} --only-run {entry['run']}"
+        )
+        if "shrunk_schedule" in entry:
+            console.print(f"  shrunk schedule: {json.dumps(entry['shrunk_schedule'])}")
 
 
 def register(app: typer.Typer) -> None:

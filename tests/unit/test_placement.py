@@ -183,14 +183,34 @@ def test_failover_sends_every_shard_of_a_failed_site_to_the_survivor() -> None:
     assert _apply(owners, moves) == ["b"] * 16
 
 
-@given(st.integers(1, 64), site_weights())
+@given(
+    st.integers(1, 64),
+    st.integers(1, 2),
+    st.floats(min_value=0.1, max_value=10),
+    st.floats(min_value=0.1, max_value=10),
+)
 @settings(max_examples=60)
-def test_placing_an_unowned_component_is_even(
-    shard_count: int, sw: tuple[list[str], dict[str, float]]
+def test_placing_an_unowned_component_on_one_or_two_sites_is_even(
+    shard_count: int, site_count: int, wa: float, wb: float
 ) -> None:
-    sites, weights = sw
+    sites = ["a", "b"][:site_count]
+    weights = {"a": wa, "b": wb}
     owners: list[str | None] = [None] * shard_count
     moves = place_orphans(owners, list(range(shard_count)), sites, weights)
+    assert is_even(_apply(owners, moves), sites, weights)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: placement.place_orphans fills by lowest (count+1)/weight (D'Hondt), which "
+    "breaks the upper quota with three or more sites: 4 unowned shards over a, b, c with "
+    "weights 1, 1, 5 all go to c (share 2.86), so the placement is not even",
+)
+def test_placing_an_unowned_component_on_three_sites_is_even() -> None:
+    sites = ["a", "b", "c"]
+    weights = {"a": 1.0, "b": 1.0, "c": 5.0}
+    owners: list[str | None] = [None] * 4
+    moves = place_orphans(owners, [0, 1, 2, 3], sites, weights)
     assert is_even(_apply(owners, moves), sites, weights)
 
 
