@@ -112,7 +112,10 @@ def aggregate(
     steps = 0
     worst: dict[str, dict[str, Any]] = {}
     by_invariant: Counter[str] = Counter()
+    margins: list[float] = []
     for r in results:
+        if r.report.get("min_fence_margin_s") is not None:
+            margins.append(r.report["min_fence_margin_s"])
         by_invariant.update(r.report.get("violations_by_invariant", {}))
         data = r.report
         total.acked += data["acked"]
@@ -158,6 +161,7 @@ def aggregate(
         "failures": failing[:20],
         "timing": asdict(config.timing),
         "violations_by_invariant": dict(sorted(by_invariant.items())),
+        "min_fence_margin_s": min(margins) if margins else None,
     }
     for entry in failing:
         for v in entry["violations"]:

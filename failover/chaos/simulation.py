@@ -20,6 +20,7 @@ from failover.chaos.sim_producer import Producer
 from failover.chaos.sim_sites import ControllerProc, Message, WorkerProc, ownership_key
 from failover.chaos.sim_world import Net, SimConfig, SimStore
 from failover.core.controller import Decision, DecisionKind
+from failover.core.detector import Health
 from failover.core.fencing import EpochFence, Ownership
 from failover.core.placement import is_even
 
@@ -50,6 +51,7 @@ class Simulation:
         self.decisions: Counter[str] = Counter()
         self.decision_log: list[tuple[float, Decision]] = []
         self.violation_counts: Counter[str] = Counter()
+        self.fence_margins: list[float] = []
         self.crashed_components: Counter[tuple[str, str]] = Counter()
         self.fences = {w: EpochFence(enforce=config.fencing_enabled) for w in topology.workers}
         self.applied = {w: set[int]() for w in topology.workers}
@@ -131,12 +133,34 @@ class Simulation:
             self.history.commit((c, i), new.epoch, self.now)
             old = before.shards[i]
             proc = self.workers.get(old.owner) if old.owner else None
-            if proc is not None and proc.serving(c, i) is not None:
+            if proc is None or proc.dead:
+                continue
+            if proc.serving(c, i) is not None:
                 self.violation(
                     "minority_fences_first",
                     f"{c}/{i} granted to {new.owner} under epoch {new.epoch} while "
                     f"{old.owner} still serves it under epoch {old.epoch}",
                 )
+            if (
+                decision.kind is DecisionKind.FAILOVER
+                and proc.detectors[c].health is not Health.DOWN
+            ):
+                self._fence_margin(proc, old.session)
+
+    def _fence_margin(self, proc: WorkerProc, session: int) -> None:
+        """How long before this takeover (of a live site judged by its lease) its right ended."""
+        agent = proc.agent
+        if agent.session != session or agent.last_renew_start_s is None:
+            return  # it had re-acquired under a new session: the old grant was void anyway
+        deadline_s = agent.last_renew_start_s + self.config.timing.renew_deadline_s
+        margin_s = self.now - deadline_s
+        if margin_s < 0 and not agent.failsafe(self.now) and self.config.fencing_enabled:
+            self.violation(
+                "minority_fences_first",
+                f"{proc.site}'s shards taken over {-margin_s:.3f} s before its renew deadline",
+            )
+        if margin_s >= 0:
+            self.fence_margins.append(margin_s)
 
     def check_serving(self, site: str) -> None:
         """Single writer: a site never serves a shard under a superseded epoch."""
@@ -304,6 +328,7 @@ class Simulation:
             "steps": self.steps,
             "decisions": dict(self.decisions),
             "violations_by_invariant": dict(self.violation_counts),
+            "min_fence_margin_s": round(min(self.fence_margins), 3) if self.fence_margins else None,
         }
         return report
 
