@@ -191,7 +191,20 @@ def test_no_failsafe_when_the_peer_reaches_the_store() -> None:
     site = serving_agent()
     site.store_failed()
     site.heard_peer("b", store_ok=True, now_s=1.0)
+    assert site.peers == {"b": None}  # only "store down" reports are kept
+    assert not site.failsafe(1.1)
     assert not site.check(1.1)
+
+
+def test_a_peer_with_the_store_back_ends_the_failsafe_when_its_last_down_report_ages() -> None:
+    site = serving_agent()
+    site.store_failed()
+    site.heard_peer("b", store_ok=False, now_s=1.0)
+    site.heard_peer("b", store_ok=True, now_s=1.2)  # b has the store back
+    assert site.check(1.5)
+    assert site.check(1.75)
+    assert not site.check(1.76)  # the "down" report from 1.0 is now too old
+    assert site.fenced
 
 
 def test_no_failsafe_while_the_agent_still_reaches_the_store() -> None:
