@@ -64,9 +64,7 @@ class History:
 
     def epoch_at(self, shard: ShardKey, at_s: float) -> int:
         """The largest epoch committed for ``shard`` at or before ``at_s``."""
-        commits = self.commits.get(shard, [])
-        pos = bisect.bisect_right(commits, (at_s, float("inf")))
-        return max((e for _, e in commits[:pos]), default=0)
+        return max((e for t, e in self.commits.get(shard, ()) if t <= at_s), default=0)
 
 
 @dataclass

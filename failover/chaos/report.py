@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 
@@ -46,7 +47,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (q in 0..100)."""
     if not sorted_values:
         return 0.0
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    # q * n / 100 in exact arithmetic: 7 % of 100 values is rank 7, not 8.
+    rank = max(1, math.ceil(Fraction(str(q)) * len(sorted_values) / 100))
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
@@ -94,6 +96,9 @@ class Report:
             "faults": [f.to_json() for f in self.faults],
             "violations": [v.to_json() for v in self.violations],
         }
+        clash = sorted(set(self.extra) & set(data))
+        if clash:
+            raise ValueError(f"report extra fields {clash} would overwrite the standard fields")
         data.update(self.extra)
         return data
 

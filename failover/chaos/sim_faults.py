@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -67,15 +68,49 @@ class Fault:
             raise ValueError(f"malformed fault {data!r}: {err}") from None
         if fault.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {fault.kind!r}; known: {', '.join(FAULT_KINDS)}")
+        if not (math.isfinite(fault.at_s) and fault.at_s >= 0):
+            raise ValueError(f"fault at_s must be a finite time >= 0, got {fault.at_s}")
+        for name in ("duration_s", "flap_down_s", "flap_up_s"):
+            value = getattr(fault, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"fault {name} must be a finite number >= 0, got {value}")
+        if fault.duration_s <= 0:
+            raise ValueError(f"fault duration_s must be > 0, got {fault.duration_s}")
         if fault.kind == "flapping" and (fault.flap_down_s <= 0 or fault.flap_up_s <= 0):
             raise ValueError("a flapping fault needs flap_down_s > 0 and flap_up_s > 0")
         return fault
 
 
+def check_targets(faults: Sequence[Fault], topology: Topology) -> None:
+    """ValueError naming the first fault whose target does not fit the topology."""
+    sites = set(topology.site_names)
+    for fault in faults:
+        target, ok = fault.target, False
+        if fault.kind == "store_outage":
+            ok = target == "store"
+        elif fault.kind == "component_crash":
+            site, _, component = target.partition("/")
+            ok = topology.is_worker(site) and component in topology.components
+        elif fault.kind == "link_cut":
+            x, _, y = target.partition("-")
+            ok = {x, y} <= sites and x != y
+        elif fault.kind == "one_way_cut":
+            x, _, y = target.partition(">")
+            ok = {x, y} <= sites and x != y
+        else:
+            ok = target in sites
+        if not ok:
+            raise ValueError(
+                f"fault {fault.kind} at {fault.at_s} s has target {target!r}, which does not "
+                f"fit sites {sorted(sites)} (forms: 'a', 'a/eap', 'a-b', 'a>b', 'store')"
+            )
+
+
 def random_fault(rng: random.Random, topology: Topology, at_s: float) -> Fault:
     kind = rng.choice(FAULT_KINDS)
     low, high = _DURATION_S[kind]
-    # Half the faults are short: shorter than a lease, where no failover should happen.
+    # A third of the faults are short, around the renew deadline and the lease duration,
+    # where the timing races are.
     duration = rng.uniform(low, min(high, 3.0)) if rng.random() < 0.3 else rng.uniform(low, high)
     sites = list(topology.site_names)
     workers = list(topology.workers)

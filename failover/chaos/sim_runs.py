@@ -177,8 +177,10 @@ def load_schedule(text: str) -> list[Fault]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"the schedule is not valid JSON ({err})") from None
-    if isinstance(data, dict) and "shrunk_schedule" in data:
-        data = data["shrunk_schedule"]
+    if isinstance(data, dict):  # a 'failures' entry of a report: shrunk if it was, else whole
+        data = data.get("shrunk_schedule", data.get("schedule"))
     if not isinstance(data, list):
-        raise ValueError("a schedule must be a JSON list of faults")
+        raise ValueError(
+            "a schedule must be a JSON list of faults, or a 'failures' entry of a report"
+        )
     return [Fault.from_json(item) for item in data]

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from failover.chaos.history import History, LedgerEntry, check, unavailability_by_fault
 from failover.chaos.report import FaultEvent, Report, Violation
-from failover.chaos.sim_faults import Fault
+from failover.chaos.sim_faults import Fault, check_targets
 from failover.chaos.sim_producer import Producer
 from failover.chaos.sim_sites import ControllerProc, Message, WorkerProc, ownership_key
 from failover.chaos.sim_world import Net, SimConfig, SimStore
@@ -26,7 +26,7 @@ from failover.core.placement import is_even
 
 HEAL_LABELS = {"site_crash:heal": "site_return"}
 DECISION_LOG_LIMIT = 10_000
-MAX_VIOLATION_DETAILS = 50
+MAX_VIOLATION_DETAILS_PER_INVARIANT = 10
 GRANTS = (DecisionKind.INITIAL, DecisionKind.FAILOVER, DecisionKind.TRANSFER)
 
 
@@ -36,6 +36,7 @@ class _Owned(Protocol):
 
 class Simulation:
     def __init__(self, config: SimConfig, faults: Sequence[Fault], seed: int) -> None:
+        check_targets(faults, config.topology)
         self.config = config
         self.faults = list(faults)
         self.rng = random.Random(seed)
@@ -118,7 +119,7 @@ class Simulation:
     # -- invariants checked as the run goes -----------------------------------------
     def violation(self, invariant: str, detail: str) -> None:
         self.violation_counts[invariant] += 1
-        if len(self.violations) < MAX_VIOLATION_DETAILS:
+        if self.violation_counts[invariant] <= MAX_VIOLATION_DETAILS_PER_INVARIANT:
             self.violations.append(Violation(invariant, self.now, detail))
 
     def committed(self, decision: Decision, before: Ownership) -> None:
@@ -198,9 +199,10 @@ class Simulation:
     def _schedule(self, fault: Fault) -> None:
         if fault.kind == "flapping":
             t = fault.at_s
-            while t < fault.at_s + fault.duration_s:
+            end_s = fault.at_s + fault.duration_s
+            while t < end_s:
                 self.at(t, self._inject, fault)
-                self.at(t + fault.flap_down_s, self._heal, fault)
+                self.at(min(t + fault.flap_down_s, end_s), self._heal, fault)
                 t += fault.flap_down_s + fault.flap_up_s
         else:
             self.at(fault.at_s, self._inject, fault)

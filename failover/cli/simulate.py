@@ -113,7 +113,10 @@ def _single(config: SimConfig, *, seed: int, run: int | None, replay: Path | Non
         if isinstance(entry, dict):  # a 'failures' entry names its batch seed and run
             seed = int(entry.get("batch_seed", seed))
             run = int(entry.get("run", 0)) if run is None else run
-    result = sim_runs.run_one(config, seed, run or 0, faults)
+    try:
+        result = sim_runs.run_one(config, seed, run or 0, faults)
+    except ValueError as err:
+        raise UsageError(f"{replay}: {err}") from None
     report = sim_runs.aggregate(config, [result], seed=seed, shrink_failures=False)
     report.faults = [FaultEvent(**f) for f in result.report["faults"]]
     return report

@@ -11,6 +11,7 @@ new epoch, so a grant made before the fence is void even if no one else took it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,26 +42,67 @@ class LeaseRecord:
             "lease_duration_s": self.lease_duration_s,
             "components_up": list(self.components_up),
             "drained": [list(d) for d in self.drained],
+            "store_ok": self.store_ok,
         }
 
     @staticmethod
     def from_doc(doc: Mapping[str, Any]) -> LeaseRecord:
+        """Parse a lease document; anything malformed raises ValueError naming the field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"a lease document must be an object, got {type(doc).__name__}")
         try:
+            holder = doc["holder"]
+            if not isinstance(holder, str) or not holder:
+                raise ValueError(f"field 'holder' must be a site name, got {holder!r}")
+            components = doc.get("components_up", [])
+            if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+                raise ValueError(
+                    f"field 'components_up' must be a list of names, got {components!r}"
+                )
+            store_ok = doc.get("store_ok", True)
+            if not isinstance(store_ok, bool):
+                raise ValueError(f"field 'store_ok' must be true or false, got {store_ok!r}")
             return LeaseRecord(
-                holder=str(doc["holder"]),
-                session=int(doc["session"]),
-                renew_count=int(doc["renew_count"]),
-                renewed_at_wall_s=float(doc["renewed_at"]),
-                lease_duration_s=float(doc["lease_duration_s"]),
-                components_up=tuple(str(c) for c in doc.get("components_up", ())),
-                drained=tuple((str(c), int(i), int(e)) for c, i, e in doc.get("drained", ())),
+                holder=holder,
+                session=_count(doc["session"], "session"),
+                renew_count=_count(doc["renew_count"], "renew_count"),
+                renewed_at_wall_s=_seconds(doc["renewed_at"], "renewed_at"),
+                lease_duration_s=_seconds(doc["lease_duration_s"], "lease_duration_s"),
+                components_up=tuple(components),
+                drained=_drained(doc.get("drained", [])),
+                store_ok=store_ok,
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"malformed lease document: {err}") from None
+        except KeyError as missing:
+            raise ValueError(f"lease document lacks field {missing}") from None
 
     def summary(self) -> tuple[str, int, int]:
         """What an observer compares: any renewal changes it."""
         return (self.holder, self.session, self.renew_count)
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field {name!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"field {name!r} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _drained(value: Any) -> tuple[tuple[str, int, int], ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"field 'drained' must be a list, got {value!r}")
+    result = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)):
+            raise ValueError(
+                f"field 'drained' holds [component, index, drain_id] items, got {item!r}"
+            )
+        result.append((item[0], _count(item[1], "drained index"), _count(item[2], "drain_id")))
+    return tuple(result)
 
 
 class SiteAgent:
@@ -111,9 +153,15 @@ class SiteAgent:
         )
 
     def renewed(self, record: LeaseRecord, *, started_at_s: float) -> None:
-        """The renewal that started at ``started_at_s`` (monotonic) was written."""
+        """The renewal that started at ``started_at_s`` (monotonic) was written.
+
+        A record built before this agent fenced itself carries the old session: it
+        refreshes the lease but never revives that session (its grants stay void).
+        """
         self.store_ok = True
-        self.renew_count = record.renew_count
+        self.renew_count = max(self.renew_count, record.renew_count)
+        if self.fenced and record.session <= self.session:
+            return
         self.last_renew_start_s = started_at_s
         if self.fenced:
             self.session = record.session
@@ -192,7 +240,7 @@ class SiteAgent:
             return False
         if not assignment.draining:
             return True
-        acked = (component, index, assignment.epoch) in self.acked_drains
+        acked = (component, index, assignment.drain_id) in self.acked_drains
         return not acked and self.failsafe(now_s)
 
     def drained(
@@ -207,7 +255,7 @@ class SiteAgent:
         acknowledging it early would let the next owner start while this one still writes.
         """
         return [
-            (o.component, i, a.epoch)
+            (o.component, i, a.drain_id)
             for o in ownerships
             for i, a in enumerate(o.shards)
             if a.draining

@@ -140,7 +140,7 @@ def _finish_drains(
 ) -> Decision | None:
     c = current.component
     acked = [
-        i for i in draining if (c, i, current.shards[i].epoch) in views[str(owners[i])].drained
+        i for i in draining if (c, i, current.shards[i].drain_id) in views[str(owners[i])].drained
     ]
     moves: dict[int, str] = {}
     cancel: list[int] = []

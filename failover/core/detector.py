@@ -10,6 +10,7 @@ flapping site is not handed work back too early.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,6 +35,15 @@ class DetectorTiming:
     flap_window_s: float = 300.0
 
     def __post_init__(self) -> None:
+        for name in ("probe_interval_s", "flap_window_s"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value}")
+        if not self.flap_window_s >= self.max_holdoff_s:
+            raise ValueError(
+                f"flap_window_s ({self.flap_window_s}) must be at least max_holdoff_s "
+                f"({self.max_holdoff_s}), or a failure would be forgotten before its hold-off"
+            )
         if not 1 <= self.suspect_after_failures <= self.down_after_failures:
             raise ValueError("need 1 <= suspect_after_failures <= down_after_failures")
         if self.up_after_successes < 1:
@@ -81,34 +91,49 @@ def site_health(age_s: float | None, *, renew_interval_s: float, lease_duration_
 
 
 class Stability:
-    """Hysteresis for hand-back: up continuously for a hold-off that grows with flapping."""
+    """Hysteresis for hand-back: up continuously for a hold-off that grows with flapping.
+
+    A site or component never seen down is stable as soon as it is up. After a failure
+    (including one seen first, before any up) it must stay up for the hold-off: the base,
+    doubled for each further failure within ``flap_window_s`` before it came back up,
+    capped at ``max_holdoff_s``.
+    """
 
     def __init__(self, timing: DetectorTiming) -> None:
         self.timing = timing
         self._up_since_s: float | None = None
+        self._seen = False
         self._downs: deque[float] = deque()
+        self._holdoff_s = 0.0
 
     def update(self, *, up: bool, now_s: float) -> None:
         if up and self._up_since_s is None:
             self._up_since_s = now_s
-        elif not up and self._up_since_s is not None:
+            while self._downs and now_s - self._downs[0] > self.timing.flap_window_s:
+                self._downs.popleft()
+            self._holdoff_s = self._holdoff_for(len(self._downs))
+        elif not up and (self._up_since_s is not None or not self._seen):
             self._up_since_s = None
             self._downs.append(now_s)
-        while self._downs and now_s - self._downs[0] > self.timing.flap_window_s:
-            self._downs.popleft()
+        self._seen = True
+
+    def _holdoff_for(self, downs: int) -> float:
+        if downs == 0:
+            return 0.0
+        doubled = self.timing.handback_holdoff_s * 2.0 ** (downs - 1)
+        return min(doubled, self.timing.max_holdoff_s)
 
     def holdoff_s(self) -> float:
-        """Base hold-off, doubled for each further failure within the flap window."""
-        extra = max(0, len(self._downs) - 1)
-        return min(self.timing.handback_holdoff_s * 2.0**extra, self.timing.max_holdoff_s)
+        """The hold-off that applies to the current (or, while down, the next) up period."""
+        if self._up_since_s is not None:
+            return self._holdoff_s
+        return self._holdoff_for(len(self._downs))
 
     def stable(self, now_s: float) -> bool:
         """Up, and up long enough to be handed work back."""
         if self._up_since_s is None:
             return False
-        if not self._downs:
-            return True
-        return now_s - self._up_since_s >= self.holdoff_s()
+        return now_s - self._up_since_s >= self._holdoff_s
 
     @property
     def up(self) -> bool:

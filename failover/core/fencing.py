@@ -17,13 +17,16 @@ class Assignment:
     """Who owns one shard: the site, the lease session it was granted to, and the epoch.
 
     ``draining`` marks a planned move: the owner stops taking new work for the shard and
-    acknowledges, then the controller transfers it under a new epoch.
+    acknowledges ``drain_id``, then the controller transfers it under a new epoch. Every
+    drain gets a new id, so an acknowledgement of a cancelled drain never counts for a
+    later one.
     """
 
     owner: str | None
     epoch: int
     session: int = 0
     draining: bool = False
+    drain_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,13 @@ class Ownership:
             "max_epoch": self.max_epoch,
             "trace_id": self.trace_id,
             "shards": [
-                {"owner": a.owner, "epoch": a.epoch, "session": a.session, "draining": a.draining}
+                {
+                    "owner": a.owner,
+                    "epoch": a.epoch,
+                    "session": a.session,
+                    "draining": a.draining,
+                    "drain_id": a.drain_id,
+                }
                 for a in self.shards
             ],
         }
@@ -63,8 +72,12 @@ class Ownership:
     @staticmethod
     def from_doc(doc: Mapping[str, Any]) -> Ownership:
         """Parse an ownership document; a malformed one raises ValueError naming the field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"an ownership document must be an object, got {type(doc).__name__}")
         try:
-            component = str(doc["component"])
+            component = doc["component"]
+            if not isinstance(component, str) or not component:
+                raise ValueError(f"field 'component' must be a non-empty string, got {component!r}")
             max_epoch = _int(doc["max_epoch"], "max_epoch")
             raw = doc["shards"]
             if not isinstance(raw, list):
@@ -72,9 +85,12 @@ class Ownership:
             shards = tuple(_assignment(item, i) for i, item in enumerate(raw))
         except KeyError as missing:
             raise ValueError(f"ownership document lacks field {missing}") from None
-        if any(a.epoch > max_epoch for a in shards):
+        if any(max(a.epoch, a.drain_id) > max_epoch for a in shards):
             raise ValueError(f"ownership of {component}: a shard epoch exceeds max_epoch")
-        return Ownership(component, shards, max_epoch, str(doc.get("trace_id", "")))
+        trace_id = doc.get("trace_id", "")
+        if not isinstance(trace_id, str):
+            raise ValueError(f"field 'trace_id' must be a string, got {trace_id!r}")
+        return Ownership(component, shards, max_epoch, trace_id)
 
 
 def _int(value: Any, name: str) -> int:
@@ -89,11 +105,17 @@ def _assignment(item: Any, index: int) -> Assignment:
     owner = item.get("owner")
     if owner is not None and not isinstance(owner, str):
         raise ValueError(f"shard {index} owner must be a site name or null, got {owner!r}")
+    draining = item.get("draining", False)
+    if not isinstance(draining, bool):
+        raise ValueError(
+            f"field 'shards[{index}].draining' must be true or false, got {draining!r}"
+        )
     return Assignment(
         owner=owner,
         epoch=_int(item.get("epoch"), f"shards[{index}].epoch"),
         session=_int(item.get("session", 0), f"shards[{index}].session"),
-        draining=bool(item.get("draining", False)),
+        draining=draining,
+        drain_id=_int(item.get("drain_id", 0), f"shards[{index}].drain_id"),
     )
 
 
@@ -128,10 +150,24 @@ def reassign(
 
 
 def set_draining(ownership: Ownership, indexes: Iterable[int], *, draining: bool) -> Ownership:
-    """Mark shards as draining (or cancel it) without changing owner or epoch."""
-    wanted = set(indexes)
+    """Start draining shards (under one new drain id), or cancel their drain.
+
+    Owner and epochs stay; a new drain id takes the next number of the component's
+    counter (``max_epoch``), so ids and epochs never repeat.
+    """
+    wanted = {i for i in indexes if ownership.shards[i].owner is not None}
+    if draining:
+        fresh = [i for i in wanted if not ownership.shards[i].draining]
+        if not fresh:
+            return ownership
+        drain_id = ownership.max_epoch + 1
+        shards = tuple(
+            replace(a, draining=True, drain_id=drain_id) if i in fresh else a
+            for i, a in enumerate(ownership.shards)
+        )
+        return replace(ownership, shards=shards, max_epoch=drain_id)
     shards = tuple(
-        replace(a, draining=draining) if i in wanted and a.owner is not None else a
+        replace(a, draining=False, drain_id=0) if i in wanted else a
         for i, a in enumerate(ownership.shards)
     )
     return replace(ownership, shards=shards)

@@ -31,6 +31,34 @@ def quotas(shard_count: int, sites: Sequence[str], weights: Mapping[str, float])
     return result
 
 
+def fitted_quotas(
+    owners: Owners, sites: Sequence[str], weights: Mapping[str, float]
+) -> dict[str, int]:
+    """Whole-shard quotas within 1 of each exact share, as close to ``owners`` as allowed.
+
+    Every site gets the floor of its exact share; the shards left over go, one each, to
+    sites whose share is fractional, preferring those that already hold more than their
+    floor. So a placement that is already even (``is_even``) is its own target.
+    """
+    if not sites:
+        return {}
+    total = sum(weights.get(s, 1.0) for s in sites)
+    if not total > 0:
+        raise ValueError(f"site weights must be positive, got {dict(weights)}")
+    exact = {s: len(owners) * weights.get(s, 1.0) / total for s in sites}
+    result = {s: int(exact[s]) for s in sites}
+    left = len(owners) - sum(result.values())
+    held = {s: sum(1 for o in owners if o == s) for s in sites}
+    fractional = [s for s in sites if exact[s] > result[s]]
+    order = sorted(
+        fractional,
+        key=lambda s: (-(held[s] > result[s]), -(exact[s] - result[s]), sites.index(s)),
+    )
+    for s in order[:left]:
+        result[s] += 1
+    return result
+
+
 def is_even(owners: Owners, sites: Sequence[str], weights: Mapping[str, float]) -> bool:
     """Every shard owned by one of ``sites``, and each site within 1 of its weighted share."""
     if any(o not in sites for o in owners):
@@ -47,7 +75,7 @@ def target_owners(owners: Owners, sites: Sequence[str], weights: Mapping[str, fl
     """The even placement over ``sites`` that keeps the most shards where they are."""
     if not sites:
         raise ValueError("no site to place shards on")
-    quota = quotas(len(owners), sites, weights)
+    quota = fitted_quotas(owners, sites, weights)
     kept: dict[str, int] = dict.fromkeys(sites, 0)
     result: list[str | None] = []
     for owner in owners:
@@ -74,17 +102,28 @@ def place_orphans(
     sites: Sequence[str],
     weights: Mapping[str, float],
 ) -> dict[int, str]:
-    """All orphaned shards to ``sites`` at once, filling the emptiest (by weight) first.
+    """All orphaned shards to ``sites`` at once, the furthest below its quota first.
 
     Used for failover: every shard of a failed site or component instance goes to the
-    survivor(s) in one decision. Shards not in ``orphans`` do not move.
+    survivor(s) in one decision. Shards not in ``orphans`` do not move, so a site may end
+    above its quota; the hand-back evens that out later through drains.
     """
     if not sites or not orphans:
         return {}
-    counts = {s: sum(1 for i, o in enumerate(owners) if o == s and i not in orphans) for s in sites}
+    lost = set(orphans)
+    staying = [o if i not in lost and o in sites else None for i, o in enumerate(owners)]
+    counts = {s: sum(1 for o in staying if o == s) for s in sites}
+    quota = fitted_quotas(staying, sites, weights)
     moves: dict[int, str] = {}
     for i in orphans:
-        site = min(sites, key=lambda s: ((counts[s] + 1) / weights.get(s, 1.0), sites.index(s)))
+        site = min(
+            sites,
+            key=lambda s: (
+                counts[s] - quota[s],
+                (counts[s] + 1) / weights.get(s, 1.0),
+                sites.index(s),
+            ),
+        )
         counts[site] += 1
         moves[i] = site
     return moves
@@ -107,17 +146,34 @@ def handback_batch(
     if not sites:
         return {}
     all_moves = moves_to(owners, target_owners(owners, sites, weights))
-    return dict(sorted(all_moves.items())[:batch_size])
+    quota = fitted_quotas(owners, sites, weights)
+    excess = {
+        o: sum(1 for x in owners if x == o) - quota.get(str(o), 0)
+        for o in {owners[i] for i in all_moves}
+    }
+    batch: dict[int, str] = {}
+    pending = sorted(all_moves)
+    while pending and len(batch) < batch_size:
+        # the next move comes from the site furthest over its quota (unowned shards first)
+        i = max(
+            pending,
+            key=lambda j: (owners[j] is None or owners[j] not in sites, excess[owners[j]], -j),
+        )
+        pending.remove(i)
+        excess[owners[i]] -= 1
+        batch[i] = all_moves[i]
+    return dict(sorted(batch.items()))
 
 
 def drain_moves(
     owners: Owners, site: str, others: Sequence[str], weights: Mapping[str, float]
 ) -> dict[int, str]:
     """Everything ``site`` owns, to the other sites (a manual drain of a site)."""
-    if not others:
+    targets = [s for s in others if s != site]
+    if not targets:
         raise ValueError(f"cannot drain site {site!r}: no other site to take its shards")
     orphans = [i for i, o in enumerate(owners) if o == site]
-    return place_orphans(owners, orphans, [s for s in others if s != site], weights)
+    return place_orphans(owners, orphans, targets, weights)
 
 
 def switchover_moves(owners: Owners, to_site: str) -> dict[int, str]:

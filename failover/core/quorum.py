@@ -10,13 +10,21 @@ holder always stops at least ``lease_duration_s - renew_deadline_s`` before anyo
 over: that margin is ``MIN_FENCE_MARGIN_S`` or more, checked when the timing is built.
 
 Failsafe (Patroni's idea): a worker that cannot reach the store keeps its work past its
-deadline only while every other worker tells it directly, within ``failsafe_confirm_s``,
-that it cannot reach the store either. Then nobody can write a takeover, so ownership
-freezes instead of dropping. A worker whose peer can reach the store fences as usual.
+deadline only while every other worker has told it directly, within the last
+``failsafe_confirm_s``, that it cannot reach the store either. Then nobody can write a
+takeover, so ownership freezes instead of dropping. When a peer has the store back, its
+reports stop; the worker renews in the meantime or fences when the last report is
+``failsafe_confirm_s`` old, a full margin before anyone may take its work over.
+
+This relies on the store being replicated across the sites (a member per site, clients
+knowing every member): then a controller that can read the store shares a majority with
+one of the workers, so it cannot read while both workers cannot. A worker whose own store
+client fails while its site's member and links are fine is outside this assumption.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
@@ -35,13 +43,24 @@ class LeaseTiming:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        for name in (
+            "renew_interval_s",
+            "renew_deadline_s",
+            "lease_duration_s",
+            "heartbeat_interval_s",
+        ):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                problems.append(f"{name} must be a finite number of seconds > 0, got {value}")
+        if problems:
+            raise ValueError("invalid lease timing: " + "; ".join(problems))
         if not 0 < self.renew_interval_s < self.renew_deadline_s:
             problems.append(
                 f"need 0 < renew_interval_s ({self.renew_interval_s}) < renew_deadline_s "
                 f"({self.renew_deadline_s})"
             )
         margin = self.lease_duration_s - self.renew_deadline_s
-        if margin < MIN_FENCE_MARGIN_S:
+        if not margin >= MIN_FENCE_MARGIN_S:
             problems.append(
                 f"lease_duration_s ({self.lease_duration_s}) must exceed renew_deadline_s "
                 f"({self.renew_deadline_s}) by at least {MIN_FENCE_MARGIN_S} s"
@@ -147,7 +166,10 @@ class LeaseObserver:
         return now_s - self._changed_at_s
 
     def expired(self, now_s: float) -> bool:
-        """True once no change has been seen for ``lease_duration_s`` (never while blind)."""
+        """True once no change has been seen for ``lease_duration_s`` (never while blind).
+
+        Ask it only right after a successful ``observe``: an old read says nothing of now.
+        """
         age = self.age_s(now_s)
         return not self._blind and age is not None and age > self.lease_duration_s
 

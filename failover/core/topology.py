@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -54,8 +55,10 @@ class Topology:
         for site in self.sites:
             if not site.name or site.name != site.name.lower() or not site.name.isalnum():
                 problems.append(f"site name {site.name!r} must be lowercase letters/digits")
-            if site.role is SiteRole.WORKER and not site.weight > 0:
-                problems.append(f"site {site.name!r} weight must be > 0, got {site.weight}")
+            if site.role is SiteRole.WORKER and not 0 < site.weight < math.inf:
+                problems.append(
+                    f"site {site.name!r} weight must be a finite number > 0, got {site.weight}"
+                )
         if not any(s.role is SiteRole.WORKER for s in self.sites):
             problems.append("at least one worker site is needed")
         if len(set(self.components)) != len(self.components) or not self.components:
