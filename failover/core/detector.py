@@ -109,13 +109,20 @@ class Stability:
     def update(self, *, up: bool, now_s: float) -> None:
         if up and self._up_since_s is None:
             self._up_since_s = now_s
-            while self._downs and now_s - self._downs[0] > self.timing.flap_window_s:
-                self._downs.popleft()
-            self._holdoff_s = self._holdoff_for(len(self._downs))
+            self._forget(now_s)
+            # The failure it recovers from always counts, however long the outage was.
+            failures = max(len(self._downs), 1 if self._seen else 0)
+            self._holdoff_s = self._holdoff_for(failures)
         elif not up and (self._up_since_s is not None or not self._seen):
             self._up_since_s = None
+            self._forget(now_s)
             self._downs.append(now_s)
         self._seen = True
+
+    def _forget(self, now_s: float) -> None:
+        """Drop failures older than the flap window."""
+        while self._downs and now_s - self._downs[0] > self.timing.flap_window_s:
+            self._downs.popleft()
 
     def _holdoff_for(self, downs: int) -> float:
         if downs == 0:
@@ -127,7 +134,7 @@ class Stability:
         """The hold-off that applies to the current (or, while down, the next) up period."""
         if self._up_since_s is not None:
             return self._holdoff_s
-        return self._holdoff_for(len(self._downs))
+        return self._holdoff_for(max(len(self._downs), 1 if self._seen else 0))
 
     def stable(self, now_s: float) -> bool:
         """Up, and up long enough to be handed work back."""

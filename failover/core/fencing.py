@@ -155,7 +155,11 @@ def set_draining(ownership: Ownership, indexes: Iterable[int], *, draining: bool
     Owner and epochs stay; a new drain id takes the next number of the component's
     counter (``max_epoch``), so ids and epochs never repeat.
     """
-    wanted = {i for i in indexes if ownership.shards[i].owner is not None}
+    wanted = set(indexes)
+    for index in wanted:
+        if not 0 <= index < len(ownership.shards):
+            raise ValueError(f"{ownership.component}: no shard {index}")
+    wanted = {i for i in wanted if ownership.shards[i].owner is not None}
     if draining:
         fresh = [i for i in wanted if not ownership.shards[i].draining]
         if not fresh:

@@ -23,21 +23,23 @@ SITES = ("a", "b", "c")
 
 
 @st.composite
+def assignments(draw: st.DrawFn, *, max_epoch: int) -> Assignment:
+    """A shard as the core writes it: a drain has an id in 1..max_epoch, no drain has id 0."""
+    owner = draw(st.one_of(st.none(), st.sampled_from(SITES)))
+    draining = owner is not None and max_epoch > 0 and draw(st.booleans())
+    return Assignment(
+        owner=owner,
+        epoch=draw(st.integers(min_value=0, max_value=max_epoch)),
+        session=draw(st.integers(min_value=0, max_value=50)),
+        draining=draining,
+        drain_id=draw(st.integers(min_value=1, max_value=max_epoch)) if draining else 0,
+    )
+
+
+@st.composite
 def ownerships(draw: st.DrawFn, *, max_shards: int = 12) -> Ownership:
     max_epoch = draw(st.integers(min_value=0, max_value=1000))
-    shards = draw(
-        st.lists(
-            st.builds(
-                Assignment,
-                owner=st.one_of(st.none(), st.sampled_from(SITES)),
-                epoch=st.integers(min_value=0, max_value=max_epoch),
-                session=st.integers(min_value=0, max_value=50),
-                draining=st.booleans(),
-            ),
-            min_size=1,
-            max_size=max_shards,
-        )
-    )
+    shards = draw(st.lists(assignments(max_epoch=max_epoch), min_size=1, max_size=max_shards))
     component = draw(st.sampled_from(("eep", "eap", "backbone")))
     trace_id = draw(st.text(alphabet="0123456789abcdef", max_size=32))
     return Ownership(component, tuple(shards), max_epoch, trace_id)
@@ -49,8 +51,8 @@ def _doc() -> dict[str, Any]:
         "max_epoch": 3,
         "trace_id": "t1",
         "shards": [
-            {"owner": "a", "epoch": 3, "session": 1, "draining": False},
-            {"owner": None, "epoch": 0, "session": 0, "draining": False},
+            {"owner": "a", "epoch": 3, "session": 1, "draining": False, "drain_id": 0},
+            {"owner": None, "epoch": 0, "session": 0, "draining": False, "drain_id": 0},
         ],
     }
 
@@ -71,9 +73,18 @@ def test_ownership_doc_shape() -> None:
     assert ownership.to_doc() == _doc()
 
 
+def test_ownership_doc_shape_of_a_draining_shard() -> None:
+    ownership = Ownership("eep", (Assignment("a", 3, 1, True, 5), Assignment(None, 0)), 5, "t1")
+    doc = _doc()
+    doc["max_epoch"] = 5
+    doc["shards"][0].update(draining=True, drain_id=5)
+    assert ownership.to_doc() == doc
+    assert Ownership.from_doc(doc) == ownership
+
+
 def test_doc_without_optional_fields_uses_defaults() -> None:
     doc = {"component": "eep", "max_epoch": 2, "shards": [{"owner": "b", "epoch": 2}]}
-    assert Ownership.from_doc(doc) == Ownership("eep", (Assignment("b", 2, 0, False),), 2, "")
+    assert Ownership.from_doc(doc) == Ownership("eep", (Assignment("b", 2, 0, False, 0),), 2, "")
 
 
 @pytest.mark.parametrize("field", ["component", "max_epoch", "shards"])
@@ -111,6 +122,27 @@ def _with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
         (_with(("shards", 0, "session"), True), "field 'shards[0].session' must be a non-negative"),
         (_with(("shards", 0, "session"), 1.5), "field 'shards[0].session' must be a non-negative"),
         (_with(("shards", 0, "epoch"), 4), "ownership of eep: a shard epoch exceeds max_epoch"),
+        (_with(("shards", 0, "drain_id"), -1), "field 'shards[0].drain_id' must be a non-negative"),
+        (
+            _with(("shards", 0, "drain_id"), "1"),
+            "field 'shards[0].drain_id' must be a non-negative",
+        ),
+        (
+            _with(("shards", 0, "drain_id"), 1.0),
+            "field 'shards[0].drain_id' must be a non-negative",
+        ),
+        (
+            _with(("shards", 1, "drain_id"), True),
+            "field 'shards[1].drain_id' must be a non-negative",
+        ),
+        (
+            _with(("shards", 1, "drain_id"), None),
+            "field 'shards[1].drain_id' must be a non-negative",
+        ),
+        (_with(("shards", 0, "drain_id"), 4), "ownership of eep: a shard epoch exceeds max_epoch"),
+        (_with(("trace_id",), 7), "field 'trace_id' must be a string, got 7"),
+        (_with(("trace_id",), None), "field 'trace_id' must be a string, got None"),
+        (_with(("component",), ""), "field 'component' must be a non-empty string, got ''"),
     ],
 )
 def test_malformed_doc_is_a_value_error_naming_the_field(doc: dict[str, Any], message: str) -> None:
@@ -126,37 +158,28 @@ def test_missing_shard_epoch_is_named() -> None:
         Ownership.from_doc(doc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ownership.from_doc/_assignment coerce 'draining' with bool(), so the string "
-    "'false' (or any non-empty string/number) silently marks the shard as draining",
-)
-@pytest.mark.parametrize("value", ["false", "no", 1, [0]])
+# These three used to be coerced (bool(), str()) or to raise TypeError.
+@pytest.mark.parametrize("value", ["false", "no", 1, [0], None])
 def test_non_boolean_draining_is_a_value_error(value: object) -> None:
-    with pytest.raises(ValueError, match="draining"):
+    with pytest.raises(ValueError) as err:
         Ownership.from_doc(_with(("shards", 0, "draining"), value))
+    assert str(err.value) == f"field 'shards[0].draining' must be true or false, got {value!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ownership.from_doc coerces 'component' with str(), so 5 or null are accepted "
-    "as components '5' / 'None' instead of a ValueError naming the field",
-)
 @pytest.mark.parametrize("value", [5, None, ["eep"]])
 def test_non_string_component_is_a_value_error(value: object) -> None:
-    with pytest.raises(ValueError, match="component"):
+    with pytest.raises(ValueError) as err:
         Ownership.from_doc(_with(("component",), value))
+    assert str(err.value) == f"field 'component' must be a non-empty string, got {value!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Ownership.from_doc on a JSON document that is not an object (a list, a "
-    "string, null) raises TypeError instead of ValueError",
+@pytest.mark.parametrize(
+    ("doc", "kind"), [([], "list"), ("eep", "str"), (None, "NoneType"), (3, "int")]
 )
-@pytest.mark.parametrize("doc", [[], "eep", None, 3])
-def test_non_object_doc_is_a_value_error(doc: Any) -> None:
-    with pytest.raises(ValueError):
+def test_non_object_doc_is_a_value_error(doc: Any, kind: str) -> None:
+    with pytest.raises(ValueError) as err:
         Ownership.from_doc(doc)
+    assert str(err.value) == f"an ownership document must be an object, got {kind}"
 
 
 # --- reassign --------------------------------------------------------------------------
@@ -223,9 +246,12 @@ def test_regrant_to_the_same_owner_and_session_still_bumps_the_epoch() -> None:
 
 
 def test_reassign_clears_draining_of_moved_shards_only() -> None:
-    ownership = Ownership("eep", (Assignment("a", 1, 1, True), Assignment("a", 1, 1, True)), 1)
+    ownership = Ownership(
+        "eep", (Assignment("a", 1, 1, True, 2), Assignment("a", 1, 1, True, 2)), 2
+    )
     new = reassign(ownership, {0: ("b", 3)})
-    assert new.shards == (Assignment("b", 2, 3, False), Assignment("a", 1, 1, True))
+    assert new.shards == (Assignment("b", 3, 3, False, 0), Assignment("a", 1, 1, True, 2))
+    assert new.max_epoch == 3
 
 
 @pytest.mark.parametrize("index", [-1, 2, 100])
@@ -281,35 +307,103 @@ def test_set_draining_keeps_owner_epoch_and_session() -> None:
     )
     drained = set_draining(ownership, [0, 1, 2], draining=True)
     assert drained.shards == (
-        Assignment("a", 2, 1, True),
-        Assignment("b", 3, 4, True),
-        Assignment(None, 0, 0, False),  # an unowned shard has nothing to drain
+        Assignment("a", 2, 1, True, 4),
+        Assignment("b", 3, 4, True, 4),
+        Assignment(None, 0, 0, False, 0),  # an unowned shard has nothing to drain
     )
-    assert drained.max_epoch == 3
+    assert drained.max_epoch == 4  # the drain id takes the next number of the counter
+    assert drained.component == "eep"
     assert drained.trace_id == "t"
+    assert Ownership.from_doc(drained.to_doc()) == drained
     cancelled = set_draining(drained, [1], draining=False)
     assert cancelled.shards == (
-        Assignment("a", 2, 1, True),
-        Assignment("b", 3, 4, False),
-        Assignment(None, 0, 0, False),
+        Assignment("a", 2, 1, True, 4),
+        Assignment("b", 3, 4, False, 0),
+        Assignment(None, 0, 0, False, 0),
     )
+    assert cancelled.max_epoch == 4  # cancelling takes no number
+    assert cancelled.trace_id == "t"
+
+
+def test_a_new_drain_gets_a_new_id_and_shards_already_draining_keep_theirs() -> None:
+    ownership = Ownership("eep", (Assignment("a", 2, 1), Assignment("a", 2, 1)), 2)
+    first = set_draining(ownership, [0], draining=True)
+    assert first.shards == (Assignment("a", 2, 1, True, 3), Assignment("a", 2, 1))
+    assert first.max_epoch == 3
+    second = set_draining(first, [0, 1], draining=True)
+    assert second.shards == (Assignment("a", 2, 1, True, 3), Assignment("a", 2, 1, True, 4))
+    assert second.max_epoch == 4
+
+
+def test_a_drain_that_starts_nothing_new_changes_nothing() -> None:
+    ownership = Ownership(
+        "eep", (Assignment("a", 2, 1, True, 3), Assignment(None, 0), Assignment("b", 1, 1)), 3
+    )
+    assert set_draining(ownership, [0, 1], draining=True) is ownership
+    assert set_draining(ownership, [], draining=True) is ownership
+
+
+def test_a_drain_after_a_cancel_has_a_different_id() -> None:
+    ownership = Ownership("eep", (Assignment("a", 2, 1),), 2)
+    first = set_draining(ownership, [0], draining=True)
+    cancelled = set_draining(first, [0], draining=False)
+    again = set_draining(cancelled, [0], draining=True)
+    assert first.shards[0].drain_id == 3
+    assert cancelled.shards[0] == Assignment("a", 2, 1, False, 0)
+    assert again.shards[0] == Assignment("a", 2, 1, True, 4)
+    assert again.max_epoch == 4
+
+
+def test_drain_ids_and_epochs_never_repeat() -> None:
+    ownership = unowned("eep", 3)
+    used: list[int] = []
+    ownership = reassign(ownership, {0: ("a", 1), 1: ("a", 1), 2: ("b", 1)})
+    used.append(ownership.max_epoch)
+    ownership = set_draining(ownership, [0], draining=True)
+    used.append(ownership.shards[0].drain_id)
+    ownership = reassign(ownership, {0: ("b", 1)})
+    used.append(ownership.shards[0].epoch)
+    ownership = set_draining(ownership, [1, 2], draining=True)
+    used.append(ownership.shards[1].drain_id)
+    assert ownership.shards[2].drain_id == ownership.shards[1].drain_id  # one decision, one id
+    ownership = set_draining(ownership, [1, 2], draining=False)
+    ownership = set_draining(ownership, [2], draining=True)
+    used.append(ownership.shards[2].drain_id)
+    assert used == [1, 2, 3, 4, 5]
+    assert ownership.max_epoch == 5
 
 
 @given(ownerships(), st.data())
 @settings(max_examples=40)
-def test_set_draining_never_changes_owner_or_epoch(
+def test_set_draining_never_changes_owner_epoch_or_session(
     ownership: Ownership, data: st.DataObject
 ) -> None:
     indexes = data.draw(st.sets(st.integers(0, len(ownership.shards) - 1)))
     flag = data.draw(st.booleans())
     new = set_draining(ownership, indexes, draining=flag)
-    assert new.max_epoch == ownership.max_epoch
+    assert new.component == ownership.component
+    assert new.trace_id == ownership.trace_id
+    fresh = {
+        i
+        for i in indexes
+        if ownership.shards[i].owner is not None and not ownership.shards[i].draining
+    }
+    if flag and fresh:
+        assert new.max_epoch == ownership.max_epoch + 1
+    elif flag:
+        assert new is ownership
+    else:
+        assert new.max_epoch == ownership.max_epoch
     for i, (old, now) in enumerate(zip(ownership.shards, new.shards, strict=True)):
         assert (now.owner, now.epoch, now.session) == (old.owner, old.epoch, old.session)
-        if i in indexes and old.owner is not None:
-            assert now.draining is flag
+        if flag and i in fresh:
+            assert (now.draining, now.drain_id) == (True, new.max_epoch)
+        elif not flag and i in indexes and old.owner is not None:
+            assert (now.draining, now.drain_id) == (False, 0)
         else:
-            assert now.draining is old.draining
+            assert now == old
+    # the result is a valid document
+    assert Ownership.from_doc(new.to_doc()) == new
 
 
 # --- EpochFence ------------------------------------------------------------------------
@@ -378,3 +472,10 @@ def test_disabled_fence_admits_every_interleaving(epochs: list[int]) -> None:
     fence = EpochFence(enforce=False)
     assert all(fence.admit("eep", 0, e) for e in epochs)
     assert fence.highest("eep", 0) == max(epochs, default=0)
+
+
+@pytest.mark.parametrize("index", [-1, 2, 100])
+def test_set_draining_of_an_unknown_shard_is_a_value_error(index: int) -> None:
+    ownership = Ownership("eep", (Assignment("a", 1, 1), Assignment("b", 1, 1)), 1)
+    with pytest.raises(ValueError, match=f"^eep: no shard {index}$"):
+        set_draining(ownership, [index], draining=True)

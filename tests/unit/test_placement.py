@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from collections import Counter
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from failover.core.placement import (
     drain_moves,
+    fitted_quotas,
     handback_batch,
     is_even,
     moves_to,
@@ -44,11 +47,29 @@ def _apply(owners: list[str | None], moves: dict[int, str]) -> list[str | None]:
     return [moves.get(i, o) for i, o in enumerate(owners)]
 
 
+def _even_counts(
+    shard_count: int, sites: list[str], weights: dict[str, float]
+) -> list[dict[str, int]]:
+    """Every per-site count vector that ``is_even`` accepts (by brute force over floor/ceil)."""
+    total = sum(weights[s] for s in sites)
+    share = {s: shard_count * weights[s] / total for s in sites}
+    options = [sorted({math.floor(share[s]), math.ceil(share[s])}) for s in sites]
+    return [
+        dict(zip(sites, combo, strict=True))
+        for combo in itertools.product(*options)
+        if sum(combo) == shard_count
+        and all(abs(c - share[s]) < 1 for s, c in zip(sites, combo, strict=True))
+    ]
+
+
 def _minimal_moves(owners: list[str | None], sites: list[str], weights: dict[str, float]) -> int:
-    quota = quotas(len(owners), sites, weights)
+    """The fewest moves of any even placement: an oracle independent of placement.py."""
     counts = Counter(owners)
     ineligible = sum(1 for o in owners if o not in sites)
-    return sum(max(0, counts[s] - quota[s]) for s in sites) + ineligible
+    return ineligible + min(
+        sum(max(0, counts[s] - q[s]) for s in sites)
+        for q in _even_counts(len(owners), sites, weights)
+    )
 
 
 # --- quotas ----------------------------------------------------------------------------
@@ -98,6 +119,46 @@ def test_is_even_examples() -> None:
     assert not is_even(["a", "c"], ["a", "b"], w)
 
 
+# --- fitted_quotas ---------------------------------------------------------------------
+
+
+@given(placements())
+@settings(max_examples=100)
+def test_fitted_quotas_are_an_even_split_as_close_to_the_owners_as_allowed(
+    case: tuple[list[str | None], list[str], dict[str, float]],
+) -> None:
+    owners, sites, weights = case
+    quota = fitted_quotas(owners, sites, weights)
+    assert list(quota) == sites
+    assert quota in _even_counts(len(owners), sites, weights)
+    counts = Counter(owners)
+    kept = sum(min(counts[s], quota[s]) for s in sites)
+    assert kept == max(
+        sum(min(counts[s], q[s]) for s in sites) for q in _even_counts(len(owners), sites, weights)
+    )
+
+
+def test_fitted_quotas_examples() -> None:
+    w = {"a": 1.0, "b": 1.0}
+    # 5 over a, b: 2.5 each; the extra shard stays with the site that holds it
+    assert fitted_quotas(["a", "a", "b", "b", "b"], ["a", "b"], w) == {"a": 2, "b": 3}
+    assert fitted_quotas(["a", "a", "a", "b", "b"], ["a", "b"], w) == {"a": 3, "b": 2}
+    # nobody holds more than the floor: the largest remainder, ties to the earlier site
+    assert fitted_quotas([None] * 5, ["a", "b"], w) == {"a": 3, "b": 2}
+    assert fitted_quotas([None] * 5, ["b", "a"], w) == {"b": 3, "a": 2}
+    assert fitted_quotas(["b", "b"], ["a", "b"], {"a": 1.0, "b": 3.0}) == {"a": 0, "b": 2}
+    assert fitted_quotas(["a", "a"], ["a", "b"], {"a": 1.0, "b": 3.0}) == {"a": 1, "b": 1}
+    # an exact share is never rounded up, whoever holds what
+    assert fitted_quotas(["a"] * 16, ["a", "b"], w) == {"a": 8, "b": 8}
+    assert fitted_quotas(["a", "x", None], ["a"], {}) == {"a": 3}
+    assert fitted_quotas(["a"], [], {}) == {}
+
+
+def test_fitted_quotas_with_no_positive_weight_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="site weights must be positive"):
+        fitted_quotas(["a", "b"], ["a", "b"], {"a": 0.0, "b": 0.0})
+
+
 @given(placements())
 @settings(max_examples=100)
 def test_target_owners_is_even_and_minimal(
@@ -107,17 +168,28 @@ def test_target_owners_is_even_and_minimal(
     target = target_owners(owners, sites, weights)
     assert len(target) == len(owners)
     assert is_even(target, sites, weights)
-    assert Counter(target) == Counter(
-        {s: q for s, q in quotas(len(owners), sites, weights).items() if q}
-    )
+    quota = fitted_quotas(owners, sites, weights)
+    assert Counter(target) == Counter({s: q for s, q in quota.items() if q})
     moves = moves_to(owners, target)
     assert len(moves) == _minimal_moves(owners, sites, weights)
     # no shard on a site that is not over its quota moves
-    quota = quotas(len(owners), sites, weights)
     counts = Counter(owners)
     for i in moves:
         owner = owners[i]
         assert owner not in sites or counts[owner] > quota[owner]
+
+
+@given(placements(), st.randoms(use_true_random=False))
+@settings(max_examples=60)
+def test_an_even_placement_is_its_own_target(
+    case: tuple[list[str | None], list[str], dict[str, float]], rng: random.Random
+) -> None:
+    owners, sites, weights = case
+    even: list[str | None] = list(target_owners(owners, sites, weights))
+    rng.shuffle(even)
+    assert is_even(even, sites, weights)
+    assert target_owners(even, sites, weights) == even
+    assert handback_batch(even, sites, weights, batch_size=4) == {}
 
 
 def test_target_owners_keeps_the_earliest_shards_of_an_over_quota_site() -> None:
@@ -131,18 +203,14 @@ def test_target_owners_needs_a_site() -> None:
         target_owners(["a"], [], {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: placement.target_owners moves a shard of an already even placement when "
-    "the weighted share ties (5 shards over a, b: [a,a,b,b,b] -> moves shard 4 to a), "
-    "contrary to its docstring 'keeps the most shards where they are'; handback_batch "
-    "therefore plans a needless drain of an even component",
-)
+# Used to fail: a tied share moved shard 4 of [a,a,b,b,b] to a, a needless drain.
 @pytest.mark.parametrize(
     ("owners", "weights"),
     [
         (["a", "a", "b", "b", "b"], {"a": 1.0, "b": 1.0}),
         (["b", "b"], {"a": 1.0, "b": 3.0}),
+        (["a", "b"], {"a": 1.0, "b": 3.0}),
+        (["b", "a", "b", "a", "b"], {"a": 1.0, "b": 1.0}),
     ],
 )
 def test_an_even_placement_needs_no_moves(
@@ -168,10 +236,45 @@ def test_place_orphans_moves_exactly_the_orphans(
     assert all(site in sites for site in moves.values())
 
 
-def test_place_orphans_fills_the_emptiest_site_first() -> None:
+def test_place_orphans_fills_the_site_furthest_below_its_quota_first() -> None:
     w = {"a": 1.0, "b": 1.0}
     owners = ["a", "a", "a", "b", None, None, None, None]
     assert place_orphans(owners, [4, 5, 6, 7], ["a", "b"], w) == {4: "b", 5: "b", 6: "a", 7: "b"}
+
+
+def test_place_orphans_goes_by_quota_not_by_weighted_count() -> None:
+    # 4 shards over a, b, c weighted 1, 1, 5: shares 0.57, 0.57, 2.86, so quotas 1, 0, 3.
+    # Filling by (count + 1) / weight alone would put all four on c.
+    w = {"a": 1.0, "b": 1.0, "c": 5.0}
+    moves = place_orphans([None] * 4, [0, 1, 2, 3], ["a", "b", "c"], w)
+    assert moves == {0: "c", 1: "c", 2: "c", 3: "a"}
+
+
+def test_place_orphans_never_takes_a_site_already_over_its_quota() -> None:
+    w = {"a": 1.0, "b": 1.0}
+    owners: list[str | None] = ["a"] * 6 + [None, None]  # quotas 4/4: a is 2 over
+    assert place_orphans(owners, [6, 7], ["a", "b"], w) == {6: "b", 7: "b"}
+
+
+@given(placements(), st.data())
+@settings(max_examples=60)
+def test_place_orphans_fills_up_to_the_quota_and_never_past_it(
+    case: tuple[list[str | None], list[str], dict[str, float]], data: st.DataObject
+) -> None:
+    owners, sites, weights = case
+    orphans = data.draw(st.lists(st.sampled_from(range(len(owners))), unique=True))
+    staying = [None if i in orphans or o not in sites else o for i, o in enumerate(owners)]
+    quota = fitted_quotas(staying, sites, weights)
+    kept = Counter(staying)
+    final = Counter(_apply(staying, place_orphans(owners, orphans, sites, weights)))
+    for s in sites:
+        assert final[s] <= max(kept[s], quota[s])
+    all_placed = set(orphans) == {i for i, o in enumerate(staying) if o is None}
+    if all_placed and all(kept[s] <= quota[s] for s in sites):
+        # every shard not staying is placed and no site was over: exactly the quotas
+        assert {s: final[s] for s in sites} == quota
+        placed = _apply(owners, place_orphans(owners, orphans, sites, weights))
+        assert is_even(placed, sites, weights)
 
 
 def test_failover_sends_every_shard_of_a_failed_site_to_the_survivor() -> None:
@@ -183,30 +286,19 @@ def test_failover_sends_every_shard_of_a_failed_site_to_the_survivor() -> None:
     assert _apply(owners, moves) == ["b"] * 16
 
 
-@given(
-    st.integers(1, 64),
-    st.integers(1, 2),
-    st.floats(min_value=0.1, max_value=10),
-    st.floats(min_value=0.1, max_value=10),
-)
+@given(st.integers(1, 64), site_weights())
 @settings(max_examples=60)
-def test_placing_an_unowned_component_on_one_or_two_sites_is_even(
-    shard_count: int, site_count: int, wa: float, wb: float
+def test_placing_an_unowned_component_on_one_to_three_sites_is_even(
+    shard_count: int, sw: tuple[list[str], dict[str, float]]
 ) -> None:
-    sites = ["a", "b"][:site_count]
-    weights = {"a": wa, "b": wb}
+    sites, weights = sw
     owners: list[str | None] = [None] * shard_count
     moves = place_orphans(owners, list(range(shard_count)), sites, weights)
     assert is_even(_apply(owners, moves), sites, weights)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: placement.place_orphans fills by lowest (count+1)/weight (D'Hondt), which "
-    "breaks the upper quota with three or more sites: 4 unowned shards over a, b, c with "
-    "weights 1, 1, 5 all go to c (share 2.86), so the placement is not even",
-)
 def test_placing_an_unowned_component_on_three_sites_is_even() -> None:
+    # Used to fail: all 4 shards went to c.
     sites = ["a", "b", "c"]
     weights = {"a": 1.0, "b": 1.0, "c": 5.0}
     owners: list[str | None] = [None] * 4
@@ -262,17 +354,43 @@ def test_handback_batch_size_must_be_positive(batch_size: int) -> None:
         handback_batch(["a"], ["a"], {}, batch_size=batch_size)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: placement.handback_batch takes moves in shard-index order, not 'from the "
-    "most over-quota site first' as its docstring says",
-)
 def test_handback_batch_takes_from_the_most_over_quota_site_first() -> None:
+    # Used to take moves in shard-index order.
     w = {"a": 1.0, "b": 1.0, "c": 1.0}
     owners: list[str | None] = ["a"] * 5 + ["c"] * 7  # quotas 4/4/4: a +1, c +3, b -4
-    batch = handback_batch(owners, ["a", "b", "c"], w, batch_size=1)
-    (index,) = batch
-    assert owners[index] == "c"
+    sites = ["a", "b", "c"]
+    assert handback_batch(owners, sites, w, batch_size=1) == {9: "b"}
+    assert handback_batch(owners, sites, w, batch_size=2) == {9: "b", 10: "b"}
+    # c is down to +1 like a: the tie goes to the lower shard index
+    assert handback_batch(owners, sites, w, batch_size=3) == {4: "b", 9: "b", 10: "b"}
+    assert handback_batch(owners, sites, w, batch_size=4) == {4: "b", 9: "b", 10: "b", 11: "b"}
+
+
+def test_handback_batch_moves_shards_off_ineligible_sites_first() -> None:
+    w = {"a": 1.0, "b": 1.0}
+    owners: list[str | None] = ["a"] * 5 + ["x", None, "b"]  # quotas 4/4: a +1
+    assert handback_batch(owners, ["a", "b"], w, batch_size=2) == {5: "b", 6: "b"}
+    assert handback_batch(owners, ["a", "b"], w, batch_size=3) == {4: "b", 5: "b", 6: "b"}
+
+
+@given(placements())
+@settings(max_examples=60)
+def test_handback_one_at_a_time_always_takes_from_the_most_over_quota_site(
+    case: tuple[list[str | None], list[str], dict[str, float]],
+) -> None:
+    owners, sites, weights = case
+    while batch := handback_batch(owners, sites, weights, batch_size=1):
+        ((index, _),) = batch.items()
+        off_sites = [i for i, o in enumerate(owners) if o not in sites]
+        if off_sites:
+            assert index in off_sites
+        else:
+            quota = fitted_quotas(owners, sites, weights)
+            counts = Counter(owners)
+            excess = {s: counts[s] - quota[s] for s in sites}
+            assert excess[str(owners[index])] == max(excess.values()) > 0
+        owners = _apply(owners, batch)
+    assert is_even(owners, sites, weights)
 
 
 # --- drain and switchover --------------------------------------------------------------
@@ -297,15 +415,14 @@ def test_drain_of_a_site_with_no_other_site_is_a_value_error() -> None:
         drain_moves(["a", "b"], "a", [], {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: placement.drain_moves checks 'others' before removing the drained site "
-    "from it, so drain_moves(owners, 'a', ['a'], w) returns {} (site not emptied) "
-    "instead of raising ValueError",
-)
 def test_drain_onto_only_itself_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="cannot drain site 'a'"):
+    # Used to return {} (the site not emptied).
+    with pytest.raises(
+        ValueError, match=r"^cannot drain site 'a': no other site to take its shards$"
+    ):
         drain_moves(["a", "a"], "a", ["a"], {})
+    with pytest.raises(ValueError, match=r"^cannot drain site 'a'"):
+        drain_moves(["b", "b"], "a", ["a", "a"], {})  # even with nothing to move
 
 
 def test_drain_moves_ignore_the_drained_site_in_others() -> None:

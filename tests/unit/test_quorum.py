@@ -52,14 +52,11 @@ def test_margin_of_exactly_the_minimum_is_allowed() -> None:
             {"renew_interval_s": 1.0, "renew_deadline_s": 1.0},
             "need 0 < renew_interval_s (1.0) < renew_deadline_s (1.0)",
         ),
-        ({"renew_interval_s": 0.0}, "need 0 < renew_interval_s (0.0)"),
-        ({"renew_interval_s": -0.1}, "need 0 < renew_interval_s (-0.1)"),
         (
             {"heartbeat_interval_s": 0.75},
             "heartbeat_interval_s (0.75) must be > 0 and shorter than the failsafe "
             "confirmation window (0.750 s)",
         ),
-        ({"heartbeat_interval_s": 0.0}, "heartbeat_interval_s (0.0) must be > 0"),
         (
             {"renew_interval_s": 0.9, "heartbeat_interval_s": 0.2},
             "shorter than the failsafe confirmation window (0.100 s)",
@@ -72,14 +69,47 @@ def test_invalid_timing_is_a_clear_value_error(kwargs: dict[str, float], message
     assert message in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LeaseTiming.__post_init__ tests 'margin < MIN_FENCE_MARGIN_S', which is "
-    "False for NaN, so lease_duration_s=nan (an observer that never sees expiry) is accepted",
+TIMING_FIELDS = ("renew_interval_s", "renew_deadline_s", "lease_duration_s", "heartbeat_interval_s")
+
+
+@pytest.mark.parametrize("name", TIMING_FIELDS)
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0.0, "0.0"), (-0.1, "-0.1"), (float("nan"), "nan"), (float("inf"), "inf")],
 )
+def test_every_timing_field_must_be_a_finite_positive_number(
+    name: str, value: float, shown: str
+) -> None:
+    # Checked before the relations, so the message names only the field itself.
+    with pytest.raises(ValueError) as err:
+        LeaseTiming(**{name: value})
+    assert str(err.value) == (
+        f"invalid lease timing: {name} must be a finite number of seconds > 0, got {shown}"
+    )
+
+
 def test_nan_lease_duration_is_rejected() -> None:
-    with pytest.raises(ValueError, match="lease_duration_s"):
+    # Used to pass: 'margin < MIN_FENCE_MARGIN_S' is False for NaN.
+    with pytest.raises(ValueError, match=r"^invalid lease timing: lease_duration_s must be"):
         LeaseTiming(lease_duration_s=float("nan"))
+
+
+def test_every_bad_timing_field_is_reported_at_once() -> None:
+    with pytest.raises(ValueError) as err:
+        LeaseTiming(renew_interval_s=0.0, lease_duration_s=float("inf"))
+    assert str(err.value) == (
+        "invalid lease timing: renew_interval_s must be a finite number of seconds > 0, "
+        "got 0.0; lease_duration_s must be a finite number of seconds > 0, got inf"
+    )
+
+
+def test_every_broken_relation_is_reported_at_once() -> None:
+    with pytest.raises(ValueError) as err:
+        LeaseTiming(renew_interval_s=1.0, renew_deadline_s=1.0, lease_duration_s=1.2)
+    text = str(err.value)
+    assert text.startswith("invalid lease timing: need 0 < renew_interval_s (1.0) < ")
+    assert "lease_duration_s (1.2) must exceed renew_deadline_s (1.0)" in text
+    assert "heartbeat_interval_s (0.2) must be > 0 and shorter" in text
 
 
 # --- the holder ------------------------------------------------------------------------

@@ -85,9 +85,26 @@ def _sites(*names: str) -> tuple[Site, ...]:
         ({"sites": _sites("site-a", "b")}, "site name 'site-a' must be lowercase"),
         ({"sites": (Site("w", SiteRole.WITNESS),)}, "at least one worker site is needed"),
         ({"sites": ()}, "at least one worker site is needed"),
-        ({"sites": (Site("a", SiteRole.WORKER, 0.0),)}, "site 'a' weight must be > 0, got 0.0"),
-        ({"sites": (Site("a", SiteRole.WORKER, -1.0),)}, "site 'a' weight must be > 0"),
-        ({"sites": (Site("a", SiteRole.WORKER, float("nan")),)}, "site 'a' weight must be > 0"),
+        (
+            {"sites": (Site("a", SiteRole.WORKER, 0.0),)},
+            "site 'a' weight must be a finite number > 0, got 0.0",
+        ),
+        (
+            {"sites": (Site("a", SiteRole.WORKER, -1.0),)},
+            "site 'a' weight must be a finite number > 0, got -1.0",
+        ),
+        (
+            {"sites": (Site("a", SiteRole.WORKER, float("nan")),)},
+            "site 'a' weight must be a finite number > 0, got nan",
+        ),
+        (
+            {"sites": (Site("a", SiteRole.WORKER, float("inf")),)},
+            "site 'a' weight must be a finite number > 0, got inf",
+        ),
+        (
+            {"sites": (Site("a", SiteRole.WORKER, float("-inf")),)},
+            "site 'a' weight must be a finite number > 0, got -inf",
+        ),
         ({"sites": _sites("a"), "shards_per_component": 0}, "shards_per_component must be >= 1"),
         ({"sites": _sites("a"), "shards_per_component": -3}, "got -3"),
         ({"sites": _sites("a"), "components": ()}, "components must be a non-empty list"),
@@ -100,13 +117,9 @@ def test_invalid_topology_is_a_clear_value_error(kwargs: dict[str, object], mess
     assert message in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Topology accepts an infinite worker weight; quotas() then fails with "
-    "'cannot convert float NaN to integer' instead of a clear topology error",
-)
 def test_infinite_weight_is_rejected() -> None:
-    with pytest.raises(ValueError, match="weight"):
+    # An infinite weight used to pass and then broke quotas() with a NaN conversion error.
+    with pytest.raises(ValueError, match=r"^invalid topology: site 'a' weight must be a finite"):
         Topology(sites=(Site("a", SiteRole.WORKER, float("inf")), Site("b", SiteRole.WORKER)))
 
 
