@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from failover.chaos.sim_sites import Message, ownership_key
-from failover.core.fencing import Ownership
+from failover.chaos.sim_sites import Message
 from failover.ports import StoreUnavailable
+from failover.runtime.documents import ownership_key, ownership_parser
 
 if TYPE_CHECKING:
     from failover.chaos.simulation import Simulation
@@ -23,6 +23,7 @@ class Producer:
         self.routes: dict[tuple[str, int], str | None] = {}
         self.routes_at_s = float("-inf")
         self.next_id = 0
+        self._ownership = ownership_parser()
         cfg = sim.config
         for c in cfg.topology.components:
             for i in range(cfg.topology.shards_per_component):
@@ -42,8 +43,7 @@ class Producer:
             for c in sim.config.topology.components:
                 got = sim.store.get(None, ownership_key(c))
                 if got is not None:
-                    assert isinstance(got[0], Ownership)
-                    for i, a in enumerate(got[0].shards):
+                    for i, a in enumerate(self._ownership(got).shards):
                         self.routes[(c, i)] = a.owner
         except StoreUnavailable:
             return

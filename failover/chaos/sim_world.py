@@ -7,14 +7,16 @@ Values are the core's own immutable objects; revisions are integers compared for
 
 from __future__ import annotations
 
+import builtins
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from failover.core.controller import PlacementPolicy
 from failover.core.detector import DetectorTiming
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology, default_topology
-from failover.ports import Conflict, StoreUnavailable
+from failover.ports import Conflict, JsonDoc, StoreUnavailable, Versioned
 
 
 @dataclass(frozen=True)
@@ -96,30 +98,89 @@ class Net:
 
 
 class SimStore:
-    """A key -> (value, revision) map reachable according to ``Net``."""
+    """A key -> (document, revision) map, reachable from a site according to ``Net``.
+
+    Documents are stored as given and handed out as they are: readers never mutate them.
+    """
 
     def __init__(self, net: Net) -> None:
         self.net = net
-        self._data: dict[str, tuple[object, int]] = {}
+        self.data: dict[str, Versioned] = {}
         self._revision = 0
-        self.requests = 0
 
     def _reach(self, site: str | None) -> None:
-        self.requests += 1
         ok = self.net.store_ok_anywhere() if site is None else self.net.store_ok(site)
         if not ok:
             raise StoreUnavailable(f"store unreachable from {site or 'producer'}")
 
-    def get(self, site: str | None, key: str) -> tuple[object, int] | None:
+    def get(self, site: str | None, key: str) -> Versioned | None:
         self._reach(site)
-        return self._data.get(key)
+        return self.data.get(key)
 
-    def put(self, site: str, key: str, value: object, *, expected_revision: int | None) -> int:
+    def put(self, site: str, key: str, value: JsonDoc, *, expected_revision: str | None) -> str:
         """Compare-and-set; ``expected_revision=None`` means the key must not exist."""
         self._reach(site)
-        current = self._data.get(key)
-        if (current[1] if current else None) != expected_revision:
+        current = self.data.get(key)
+        if (current.revision if current else None) != expected_revision:
             raise Conflict(key)
         self._revision += 1
-        self._data[key] = (value, self._revision)
-        return self._revision
+        revision = str(self._revision)
+        self.data[key] = Versioned(key, value, revision)
+        return revision
+
+
+class SimSiteStore:
+    """The coordination store port as one site sees the simulated store."""
+
+    def __init__(self, store: SimStore, site: str) -> None:
+        self._store, self._site = store, site
+
+    @property
+    def url(self) -> str:
+        return f"sim://{self._site}"
+
+    def get(self, key: str) -> Versioned | None:
+        return self._store.get(self._site, key)
+
+    def list(self, prefix: str) -> builtins.list[Versioned]:
+        self._store._reach(self._site)
+        return sorted(
+            (v for k, v in self._store.data.items() if k.startswith(prefix)), key=lambda v: v.key
+        )
+
+    def create(self, key: str, value: JsonDoc) -> str:
+        return self._store.put(self._site, key, value, expected_revision=None)
+
+    def compare_and_set(self, key: str, value: JsonDoc, *, expected_revision: str) -> str:
+        return self._store.put(self._site, key, value, expected_revision=expected_revision)
+
+    def delete(self, key: str, *, expected_revision: str) -> None:
+        self._store._reach(self._site)
+        current = self._store.data.get(key)
+        if current is None or current.revision != expected_revision:
+            raise Conflict(key)
+        del self._store.data[key]
+
+    def wait_for_change(
+        self, prefix: str, known: Mapping[str, str], *, timeout_s: float
+    ) -> builtins.list[Versioned]:
+        return self.list(prefix)  # simulated time never blocks: callers poll
+
+    def close(self) -> None:
+        return None
+
+
+class SimClock:
+    """The simulated clock as the Clock port: monotonic and wall time are the same here."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+
+    def monotonic(self) -> float:
+        return self._now()
+
+    def wall(self) -> float:
+        return self._now()
+
+    def sleep(self, seconds: float) -> None:
+        raise RuntimeError("nothing sleeps in the simulation: schedule an event instead")

@@ -17,12 +17,13 @@ from failover.chaos.history import History, LedgerEntry, check, unavailability_b
 from failover.chaos.report import FaultEvent, Report, Violation
 from failover.chaos.sim_faults import Fault, check_targets
 from failover.chaos.sim_producer import Producer
-from failover.chaos.sim_sites import ControllerProc, Message, WorkerProc, ownership_key
+from failover.chaos.sim_sites import ControllerProc, Message, WorkerProc
 from failover.chaos.sim_world import Net, SimConfig, SimStore
 from failover.core.controller import Decision, DecisionKind
 from failover.core.detector import Health
 from failover.core.fencing import EpochFence, Ownership
 from failover.core.placement import is_even
+from failover.runtime.documents import ownership_key, ownership_parser
 
 HEAL_LABELS = {"site_crash:heal": "site_return"}
 DECISION_LOG_LIMIT = 10_000
@@ -56,7 +57,8 @@ class Simulation:
         self.crashed_components: Counter[tuple[str, str]] = Counter()
         self.fences = {w: EpochFence(enforce=config.fencing_enabled) for w in topology.workers}
         self.applied = {w: set[int]() for w in topology.workers}
-        self.sink_revisions: dict[str, dict[str, int]] = {w: {} for w in topology.workers}
+        self.sink_revisions: dict[str, dict[str, str]] = {w: {} for w in topology.workers}
+        self._ownership = ownership_parser()
         self.last_change_s = 0.0
         self.workers = {w: WorkerProc(self, w) for w in topology.workers}
         self.controllers = {s: ControllerProc(self, s) for s in topology.site_names}
@@ -99,11 +101,10 @@ class Simulation:
                 continue
             for c in self.config.topology.components:
                 got = self.store.get(site, ownership_key(c))
-                if got is None or got[1] == self.sink_revisions[site].get(c):
+                if got is None or got.revision == self.sink_revisions[site].get(c):
                     continue
-                self.sink_revisions[site][c] = got[1]
-                assert isinstance(got[0], Ownership)
-                for i, a in enumerate(got[0].shards):
+                self.sink_revisions[site][c] = got.revision
+                for i, a in enumerate(self._ownership(got).shards):
                     fence.learn(c, i, a.epoch)
 
     def sink_apply(self, site: str, msg: Message, attempt: int, epoch: int) -> None:
@@ -283,10 +284,9 @@ class Simulation:
         topology = self.config.topology
         docs: dict[str, Ownership] = {}
         for c in topology.components:
-            got = self.store._data.get(ownership_key(c))  # the checker reads the truth
+            got = self.store.data.get(ownership_key(c))  # the checker reads the truth
             if got is not None:
-                assert isinstance(got[0], Ownership)
-                docs[c] = got[0]
+                docs[c] = self._ownership(got)
         if len(docs) < len(topology.components):
             self.violation("even", "some components were never placed")
         self._final_checks(docs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from failover.chaos.sim_world import Net, SimConfig, SimStore
-from failover.ports import Conflict, StoreUnavailable
+from failover.chaos.sim_world import Net, SimConfig, SimSiteStore, SimStore
+from failover.ports import Conflict, StoreUnavailable, Versioned
 
 SITES = ("a", "b", "w")
 
@@ -135,52 +135,52 @@ def store(net: Net) -> SimStore:
 
 
 def test_put_with_none_creates_and_get_returns_value_and_revision(store: SimStore) -> None:
-    revision = store.put("a", "k", "v1", expected_revision=None)
+    revision = store.put("a", "k", {"v": "v1"}, expected_revision=None)
 
-    assert store.get("a", "k") == ("v1", revision)
+    assert store.get("a", "k") == Versioned("k", {"v": "v1"}, revision)
     assert store.get("b", "missing") is None
 
 
 def test_put_with_none_on_an_existing_key_conflicts(store: SimStore) -> None:
-    store.put("a", "k", "v1", expected_revision=None)
+    store.put("a", "k", {"v": "v1"}, expected_revision=None)
 
     with pytest.raises(Conflict):
-        store.put("b", "k", "v2", expected_revision=None)
+        store.put("b", "k", {"v": "v2"}, expected_revision=None)
     got = store.get("a", "k")
     assert got is not None
-    assert got[0] == "v1"
+    assert got.value == {"v": "v1"}
 
 
 def test_put_with_the_current_revision_wins_and_a_stale_one_conflicts(store: SimStore) -> None:
-    first = store.put("a", "k", "v1", expected_revision=None)
-    second = store.put("b", "k", "v2", expected_revision=first)
+    first = store.put("a", "k", {"v": "v1"}, expected_revision=None)
+    second = store.put("b", "k", {"v": "v2"}, expected_revision=first)
 
     assert second != first
     with pytest.raises(Conflict):
-        store.put("a", "k", "v3", expected_revision=first)
-    assert store.get("w", "k") == ("v2", second)
+        store.put("a", "k", {"v": "v3"}, expected_revision=first)
+    assert store.get("w", "k") == Versioned("k", {"v": "v2"}, second)
 
 
 def test_revisions_differ_across_keys(store: SimStore) -> None:
-    r1 = store.put("a", "k1", 1, expected_revision=None)
-    r2 = store.put("a", "k2", 2, expected_revision=None)
+    r1 = store.put("a", "k1", {"n": 1}, expected_revision=None)
+    r2 = store.put("a", "k2", {"n": 2}, expected_revision=None)
 
     assert r1 != r2
     with pytest.raises(Conflict):
-        store.put("a", "k2", 3, expected_revision=r1)
+        store.put("a", "k2", {"n": 3}, expected_revision=r1)
 
 
 def test_an_unreachable_site_gets_store_unavailable_and_changes_nothing(
     net: Net, store: SimStore
 ) -> None:
-    revision = store.put("a", "k", "v1", expected_revision=None)
+    revision = store.put("a", "k", {"v": "v1"}, expected_revision=None)
     _cut(net, ("a", "b"), ("b", "a"), ("a", "w"), ("w", "a"))
 
     with pytest.raises(StoreUnavailable, match="from a"):
         store.get("a", "k")
     with pytest.raises(StoreUnavailable):
-        store.put("a", "k", "v2", expected_revision=revision)
-    assert store.get("b", "k") == ("v1", revision)
+        store.put("a", "k", {"v": "v2"}, expected_revision=revision)
+    assert store.get("b", "k") == Versioned("k", {"v": "v1"}, revision)
 
 
 def test_a_store_outage_refuses_everyone_including_the_producer(net: Net, store: SimStore) -> None:
@@ -195,7 +195,7 @@ def test_a_store_outage_refuses_everyone_including_the_producer(net: Net, store:
 
 
 def test_the_producer_reaches_the_store_when_any_site_does(net: Net, store: SimStore) -> None:
-    store.put("a", "k", "v", expected_revision=None)
+    store.put("a", "k", {"v": "v"}, expected_revision=None)
     _cut(net, ("a", "b"), ("b", "a"), ("a", "w"), ("w", "a"))
 
     assert store.get(None, "k") is not None  # through b and w
@@ -210,3 +210,15 @@ def test_quiet_tail_covers_the_longest_hold_off() -> None:
     config = SimConfig()
 
     assert config.quiet_tail_s > config.detector.max_holdoff_s
+
+
+def test_a_site_view_is_the_coordination_store_port(net: Net, store: SimStore) -> None:
+    view = SimSiteStore(store, "a")
+    revision = view.create("k", {"v": 1})
+    assert view.compare_and_set("k", {"v": 2}, expected_revision=revision) != revision
+    assert [v.key for v in view.list("")] == ["k"]
+    with pytest.raises(Conflict):
+        view.compare_and_set("k", {"v": 3}, expected_revision=revision)
+    _cut(net, ("a", "b"), ("b", "a"), ("a", "w"), ("w", "a"))
+    with pytest.raises(StoreUnavailable):
+        view.get("k")

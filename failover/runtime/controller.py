@@ -1,0 +1,201 @@
+"""A site's controller as it runs: leader election, watching the sites, writing decisions.
+
+Every site runs one; the one holding the leader lease decides. Decisions are
+``failover.core.controller.decide``'s; this class does the store I/O. ``tick`` is called
+every controller interval by the caller (the runtime loop, or ``bfm simulate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from failover.core.agent import LeaseRecord
+from failover.core.controller import Decision, PlacementPolicy, SiteView, decide_component
+from failover.core.detector import DetectorTiming, Stability
+from failover.core.fencing import Ownership, unowned
+from failover.core.quorum import LeaseObserver, LeaseTiming
+from failover.core.topology import Topology
+from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
+from failover.runtime.documents import (
+    LEADER_KEY,
+    LeaderRecord,
+    Parsed,
+    lease_key,
+    lease_parser,
+    ownership_key,
+    ownership_parser,
+)
+
+OnCommit = Callable[[Decision, Ownership], None]
+
+
+class ControllerRuntime:
+    """One site's controller replica."""
+
+    def __init__(
+        self,
+        site: str,
+        *,
+        store: CoordinationStore,
+        clock: Clock,
+        topology: Topology,
+        timing: LeaseTiming,
+        detector: DetectorTiming,
+        policy: PlacementPolicy,
+        trace_id: Callable[[], str] = str,
+        on_commit: OnCommit | None = None,
+    ) -> None:
+        self.site = site
+        self.store, self.clock, self.topology = store, clock, topology
+        self.timing, self.policy = timing, policy
+        self.trace_id, self.on_commit = trace_id, on_commit
+        lease_s = timing.lease_duration_s
+        self.leader_observer = LeaseObserver(lease_duration_s=lease_s)
+        self.observers = {w: LeaseObserver(lease_duration_s=lease_s) for w in topology.workers}
+        self.records: dict[str, LeaseRecord | None] = {}
+        self.stability = {
+            (w, c): Stability(detector) for w in topology.workers for c in topology.components
+        }
+        self.renewed_at_s: float | None = None
+        self.leader_revision: str | None = None
+        self.last_inputs: object = None
+        self.last_ups: dict[str, frozenset[str]] = {}
+        self.damaged: dict[str, str] = {}  # component -> why its ownership could not be read
+        self._leader: Parsed[LeaderRecord] = Parsed(LeaderRecord.from_doc)
+        self._lease = lease_parser()
+        self._ownership = ownership_parser()
+
+    def leading(self, now_s: float) -> bool:
+        return (
+            self.renewed_at_s is not None
+            and now_s - self.renewed_at_s <= self.timing.renew_deadline_s
+        )
+
+    def tick(self) -> None:
+        try:
+            self.elect()
+            self.observe_sites()
+            if self.leading(self.clock.monotonic()):
+                self.decide()
+        except (StoreUnavailable, OutcomeUnknown):
+            self.leader_observer.read_failed()
+            for observer in self.observers.values():
+                observer.read_failed()
+
+    def elect(self) -> None:
+        now = self.clock.monotonic()
+        got = self.store.get(LEADER_KEY)
+        record = self._leader(got) if got else None
+        self.leader_observer.observe(record, now)
+        if not self.leading(now):
+            self.renewed_at_s = None
+        mine = record is not None and record.holder == self.site
+        if (
+            record is not None
+            and mine
+            and (
+                self.renewed_at_s is not None
+                or (got is not None and got.revision == self.leader_revision)
+            )
+        ):
+            # Still ours: renewing in time, or unchanged since our last write (we only lost
+            # the store for a while): nobody else took it, so the CAS keeps it exclusive.
+            new = LeaderRecord(self.site, record.term, record.renew_count + 1)
+        elif record is None or self.leader_observer.expired(now):
+            new = LeaderRecord(self.site, (record.term if record else 0) + 1, 0)
+        else:
+            return
+        try:
+            if got is None:
+                self.leader_revision = self.store.create(LEADER_KEY, new.to_doc())
+            else:
+                self.leader_revision = self.store.compare_and_set(
+                    LEADER_KEY, new.to_doc(), expected_revision=got.revision
+                )
+        except Conflict:
+            self.renewed_at_s = None
+            return
+        self.renewed_at_s = now
+
+    def observe_sites(self) -> None:
+        now = self.clock.monotonic()
+        for w, observer in self.observers.items():
+            got = self.store.get(lease_key(w))
+            try:
+                record = self._lease(got) if got else None
+            except ValueError:
+                record = None  # a damaged lease is no lease: its site counts as gone
+            self.records[w] = record
+            observer.observe(record.summary() if record else None, now)
+            alive = record is not None and not observer.expired(now)
+            ups = frozenset(record.components_up) if alive and record is not None else frozenset()
+            if ups != self.last_ups.get(w):
+                self.last_ups[w] = ups
+                for c in self.topology.components:
+                    self.stability[(w, c)].update(up=c in ups, now_s=now)
+
+    def views(self) -> dict[str, SiteView]:
+        now, views = self.clock.monotonic(), {}
+        for w, record in self.records.items():
+            if record is None:
+                continue
+            views[w] = SiteView(
+                name=w,
+                alive=not self.observers[w].expired(now),
+                session=record.session,
+                components_up=frozenset(record.components_up),
+                components_stable=frozenset(
+                    c for c in record.components_up if self.stability[(w, c)].stable(now)
+                ),
+                drained=frozenset(record.drained),
+            )
+        return views
+
+    def decide(self) -> list[Decision]:
+        """Read the ownership documents, decide, and write every decision by CAS."""
+        current: dict[str, Ownership] = {}
+        revisions: dict[str, str | None] = {}
+        for c in self.topology.components:
+            got = self.store.get(ownership_key(c))
+            if got is None:
+                current[c], revisions[c] = unowned(c, self.topology.shards_per_component), None
+                continue
+            try:
+                current[c], revisions[c] = self._ownership(got), got.revision
+            except ValueError as err:
+                # Never overwrite it: its epochs are unknown, and a new grant could reuse
+                # one. An operator must repair it; every other component goes on.
+                self.damaged[c] = f"ownership/{c} revision {got.revision}: {err}"
+            else:
+                self.damaged.pop(c, None)
+        views = self.views()
+        inputs = (tuple(revisions.values()), tuple(views.values()))
+        if inputs == self.last_inputs:
+            return []  # nothing new since the last round, which decided nothing
+        trace_id = self.trace_id()
+        decisions = [
+            d
+            for c in current  # components whose ownership could be read
+            if (
+                d := decide_component(
+                    self.topology, current[c], views, self.policy, trace_id=trace_id
+                )
+            )
+        ]
+        self.last_inputs = None if decisions else inputs
+        committed = []
+        for d in decisions:
+            key, revision = ownership_key(d.component), revisions[d.component]
+            try:
+                if revision is None:
+                    self.store.create(key, d.ownership.to_doc())
+                else:
+                    self.store.compare_and_set(
+                        key, d.ownership.to_doc(), expected_revision=revision
+                    )
+            except Conflict:
+                continue
+            committed.append(d)
+            if self.on_commit is not None:
+                self.on_commit(d, current[d.component])
+        return committed
