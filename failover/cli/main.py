@@ -32,7 +32,11 @@ PROG_NAME = "bfm"
 DEBUG_ENV = "BFM_DEBUG"
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES: tuple[str, ...] = ("failover.cli.version", "failover.cli.simulate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "failover.cli.version",
+    "failover.cli.simulate",
+    "failover.cli.site",
+)
 
 _EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 the check or operation failed, 2 usage or input error, "

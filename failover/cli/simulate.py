@@ -23,7 +23,7 @@ def fencing_disabled() -> bool:
     return os.environ.get(DISABLE_FENCING_ENV, "") not in ("", "0")
 
 
-def _warn_fencing_off() -> None:
+def warn_fencing_off() -> None:
     typer.echo(
         f"bfm: WARNING: {DISABLE_FENCING_ENV}=1: self-fencing and the sink's epoch check are "
         "OFF. This build is deliberately broken, to prove the checkers catch it; never run "
@@ -70,7 +70,7 @@ def simulate(
         raise UsageError(f"--duration {duration} is shorter than the 10 minutes a run must last")
     off = fencing_disabled()
     if off:
-        _warn_fencing_off()
+        warn_fencing_off()
     config = SimConfig(
         topology=default_topology(shards_per_component=shards),
         duration_s=duration_s,

@@ -32,6 +32,11 @@ class LeaseRecord:
     components_up: tuple[str, ...] = ()
     drained: tuple[tuple[str, int, int], ...] = ()
     store_ok: bool = True
+    epochs: tuple[tuple[str, int], ...] = ()  # the largest epoch seen per component
+
+    @property
+    def max_epochs(self) -> dict[str, int]:
+        return dict(self.epochs)
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class LeaseRecord:
             "components_up": list(self.components_up),
             "drained": [list(d) for d in self.drained],
             "store_ok": self.store_ok,
+            "epochs": dict(self.epochs),
         }
 
     @staticmethod
@@ -71,6 +77,7 @@ class LeaseRecord:
                 components_up=tuple(components),
                 drained=_drained(doc.get("drained", [])),
                 store_ok=store_ok,
+                epochs=_epochs(doc.get("epochs", {})),
             )
         except KeyError as missing:
             raise ValueError(f"lease document lacks field {missing}") from None
@@ -90,6 +97,12 @@ def _seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"field {name!r} must be a number of seconds, got {value!r}")
     return float(value)
+
+
+def _epochs(value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"field 'epochs' must be an object of component -> epoch, got {value!r}")
+    return tuple(sorted((str(c), _count(n, f"epochs.{c}")) for c, n in value.items()))
 
 
 def _drained(value: Any) -> tuple[tuple[str, int, int], ...]:
@@ -134,6 +147,7 @@ class SiteAgent:
         wall_s: float,
         components_up: Iterable[str],
         drained: Iterable[tuple[str, int, int]] = (),
+        epochs: Mapping[str, int] | None = None,
     ) -> LeaseRecord:
         """The document to write for the next renewal (a new session after a fence).
 
@@ -150,6 +164,7 @@ class SiteAgent:
             lease_duration_s=self.timing.lease_duration_s,
             components_up=tuple(sorted(components_up)),
             drained=drained,
+            epochs=tuple(sorted((epochs or {}).items())),
         )
 
     def renewed(self, record: LeaseRecord, *, started_at_s: float) -> None:
@@ -175,6 +190,11 @@ class SiteAgent:
         if self.fenced and record.holder == self.site:
             self.session = max(self.session, record.session)
             self.renew_count = max(self.renew_count, record.renew_count)
+
+    def raise_session_floor(self, session: int) -> None:
+        """Before a new session opens: it must exceed every session granted work so far."""
+        if self.fenced:
+            self.session = max(self.session, session)
 
     def store_failed(self) -> None:
         """A renewal failed (store unavailable, or outcome unknown): no renewal counted.

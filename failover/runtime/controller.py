@@ -8,6 +8,7 @@ every controller interval by the caller (the runtime loop, or ``bfm simulate``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from failover.core.agent import LeaseRecord
 from failover.core.controller import Decision, PlacementPolicy, SiteView, decide_component
@@ -60,6 +61,8 @@ class ControllerRuntime:
         self.leader_revision: str | None = None
         self.last_inputs: object = None
         self.last_ups: dict[str, frozenset[str]] = {}
+        self.ever_up: set[tuple[str, str]] = set()
+        self.max_epochs: dict[str, int] = {}  # the largest epoch seen per component
         self.damaged: dict[str, str] = {}  # component -> why its ownership could not be read
         self._leader: Parsed[LeaderRecord] = Parsed(LeaderRecord.from_doc)
         self._lease = lease_parser()
@@ -85,8 +88,16 @@ class ControllerRuntime:
     def elect(self) -> None:
         now = self.clock.monotonic()
         got = self.store.get(LEADER_KEY)
-        record = self._leader(got) if got else None
-        self.leader_observer.observe(record, now)
+        try:
+            record = self._leader(got) if got else None
+            self.leader_observer.observe(record, now)
+        except ValueError:
+            # A damaged leader lease: the leader repairs it at once (by CAS, so exclusively);
+            # anyone else takes it over once it has not changed for a lease duration.
+            record = None
+            self.leader_observer.observe(("damaged", got.revision if got else ""), now)
+            if not (self.leading(now) or self.leader_observer.expired(now)):
+                return
         if not self.leading(now):
             self.renewed_at_s = None
         mine = record is not None and record.holder == self.site
@@ -101,7 +112,7 @@ class ControllerRuntime:
             # Still ours: renewing in time, or unchanged since our last write (we only lost
             # the store for a while): nobody else took it, so the CAS keeps it exclusive.
             new = LeaderRecord(self.site, record.term, record.renew_count + 1)
-        elif record is None or self.leader_observer.expired(now):
+        elif record is None or self.leader_observer.expired(now):  # free, expired or damaged
             new = LeaderRecord(self.site, (record.term if record else 0) + 1, 0)
         else:
             return
@@ -121,18 +132,43 @@ class ControllerRuntime:
         now = self.clock.monotonic()
         for w, observer in self.observers.items():
             got = self.store.get(lease_key(w))
+            summary: object
             try:
                 record = self._lease(got) if got else None
+                summary = record.summary() if record else None
             except ValueError:
-                record = None  # a damaged lease is no lease: its site counts as gone
-            self.records[w] = record
-            observer.observe(record.summary() if record else None, now)
+                record, summary = None, ("damaged", got.revision if got else "")
+            if record is not None:
+                self.records[w] = record
+            # A damaged or deleted lease proves nothing about its site: judge it by the last
+            # good record until no change has been seen for a lease duration.
+            observer.observe(summary, now)
+            record = self.records.get(w)
             alive = record is not None and not observer.expired(now)
             ups = frozenset(record.components_up) if alive and record is not None else frozenset()
-            if ups != self.last_ups.get(w):
-                self.last_ups[w] = ups
-                for c in self.topology.components:
-                    self.stability[(w, c)].update(up=c in ups, now_s=now)
+            if ups == self.last_ups.get(w):
+                continue
+            self.last_ups[w] = ups
+            # A site on its first session that has not brought a component up yet is
+            # starting, not failed; after a crash its session is higher and it waits.
+            starting = record is None or record.session <= 1
+            for c in self.topology.components:
+                up = c in ups
+                if up:
+                    self.ever_up.add((w, c))
+                elif starting and (w, c) not in self.ever_up:
+                    continue
+                self.stability[(w, c)].update(up=up, now_s=now)
+
+    def _epoch_floor(self, component: str) -> int:
+        """The largest epoch known for a component whose document is missing.
+
+        Normally 0 (never placed). If the document was deleted, new grants must still be
+        larger than every earlier one: this controller's memory and the epochs the sites
+        report in their leases say how large.
+        """
+        reported = (r.max_epochs.get(component, 0) for r in self.records.values() if r)
+        return max(self.max_epochs.get(component, 0), *reported, 0)
 
     def views(self) -> dict[str, SiteView]:
         now, views = self.clock.monotonic(), {}
@@ -158,10 +194,13 @@ class ControllerRuntime:
         for c in self.topology.components:
             got = self.store.get(ownership_key(c))
             if got is None:
-                current[c], revisions[c] = unowned(c, self.topology.shards_per_component), None
+                floor = self._epoch_floor(c)
+                fresh = unowned(c, self.topology.shards_per_component)
+                current[c], revisions[c] = replace(fresh, max_epoch=floor), None
                 continue
             try:
                 current[c], revisions[c] = self._ownership(got), got.revision
+                self.max_epochs[c] = max(self.max_epochs.get(c, 0), current[c].max_epoch)
             except ValueError as err:
                 # Never overwrite it: its epochs are unknown, and a new grant could reuse
                 # one. An operator must repair it; every other component goes on.

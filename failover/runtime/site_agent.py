@@ -50,6 +50,7 @@ class SiteAgentRuntime:
         self.doc_revisions: dict[str, str] = {}
         self.reported: tuple[tuple[str, ...], Drained] = ((), ())
         self.damaged: dict[str, str] = {}  # component -> why its ownership could not be read
+        self.max_epochs: dict[str, int] = {}  # the largest epoch seen, reported in the lease
         self._ownership = ownership_parser()
         self._lease = lease_parser()
         self._drained_key: object = None
@@ -76,8 +77,19 @@ class SiteAgentRuntime:
             if current is not None:
                 with contextlib.suppress(ValueError):  # a damaged lease is overwritten
                     self.agent.continue_from(self._lease(current))
+            if self.agent.fenced:
+                # A new session must exceed every one granted work, even if the stored
+                # lease was damaged or deleted: the grants themselves say how far.
+                self._read_ownership()
+                granted = [
+                    a.session for o in self.docs.values() for a in o.shards if a.owner == self.site
+                ]
+                self.agent.raise_session_floor(max(granted, default=0))
             record = self.agent.lease_record(
-                wall_s=self.clock.wall(), components_up=self.components_up(), drained=self.drained()
+                wall_s=self.clock.wall(),
+                components_up=self.components_up(),
+                drained=self.drained(),
+                epochs=self.max_epochs,
             )
             if current is None:
                 self.store.create(key, record.to_doc())
@@ -100,22 +112,8 @@ class SiteAgentRuntime:
         for c, detector in self.detectors.items():
             alive = self.probe(c)
             detector.probe(ok=alive, exited=not alive)
-        try:
-            for c in self.topology.components:
-                got = self.store.get(ownership_key(c))
-                if got is None or got.revision == self.doc_revisions.get(c):
-                    continue
-                self.doc_revisions[c] = got.revision
-                try:
-                    self.docs[c] = self._ownership(got)
-                except ValueError as err:
-                    # Serve nothing of it: a grant we cannot read is no grant.
-                    self.docs.pop(c, None)
-                    self.damaged[c] = f"ownership/{c} revision {got.revision}: {err}"
-                else:
-                    self.damaged.pop(c, None)
-        except StoreUnavailable:
-            pass  # the renewal, not a read, tells the agent whether the store is back
+        with contextlib.suppress(StoreUnavailable):  # renewals, not reads, tell store_ok
+            self._read_ownership()
         fences = self.agent.fence_count
         self.agent.check(self.clock.monotonic())
         fenced = self.agent.fence_count > fences
@@ -123,8 +121,32 @@ class SiteAgentRuntime:
             self.renew()
         return fenced
 
-    def heard_peer(self, peer: str, *, store_ok: bool) -> None:
-        self.agent.heard_peer(peer, store_ok=store_ok, now_s=self.clock.monotonic())
+    def _read_ownership(self) -> None:
+        for c in self.topology.components:
+            got = self.store.get(ownership_key(c))
+            if got is None:
+                if c in self.doc_revisions:  # it existed: deleted under our feet
+                    self.docs.pop(c, None)
+                    self.doc_revisions.pop(c)
+                    self.damaged[c] = f"ownership/{c} was deleted"
+                continue
+            if got.revision == self.doc_revisions.get(c):
+                continue
+            self.doc_revisions[c] = got.revision
+            try:
+                self.docs[c] = self._ownership(got)
+            except ValueError as err:
+                # Serve nothing of it: a grant we cannot read is no grant.
+                self.docs.pop(c, None)
+                self.damaged[c] = f"ownership/{c} revision {got.revision}: {err}"
+            else:
+                self.damaged.pop(c, None)
+                self.max_epochs[c] = max(self.max_epochs.get(c, 0), self.docs[c].max_epoch)
+
+    def heard_peer(self, peer: str, *, store_ok: bool, at_s: float | None = None) -> None:
+        """A peer's direct report; ``at_s``: when the ping it answers was sent (monotonic)."""
+        when = self.clock.monotonic() if at_s is None else at_s
+        self.agent.heard_peer(peer, store_ok=store_ok, now_s=when)
 
     def serving(self, component: str, index: int) -> int | None:
         """The epoch under which this site accepts work for the shard now, or None."""

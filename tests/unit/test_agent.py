@@ -461,6 +461,9 @@ lease_records = st.builds(
         st.tuples(st.sampled_from(UP), st.integers(0, 63), st.integers(0, 10**6)), max_size=5
     ).map(tuple),
     store_ok=st.booleans(),
+    epochs=st.dictionaries(st.sampled_from(UP), st.integers(0, 10**6)).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
 )
 
 
@@ -473,7 +476,7 @@ def test_lease_doc_round_trip(record: LeaseRecord) -> None:
 
 
 def test_lease_doc_shape() -> None:
-    record = LeaseRecord("a", 2, 7, 1700.5, 1.6, ("eep",), (("eep", 1, 3),))
+    record = LeaseRecord("a", 2, 7, 1700.5, 1.6, ("eep",), (("eep", 1, 3),), epochs=(("eep", 9),))
     assert record.to_doc() == {
         "holder": "a",
         "session": 2,
@@ -483,7 +486,9 @@ def test_lease_doc_shape() -> None:
         "components_up": ["eep"],
         "drained": [["eep", 1, 3]],
         "store_ok": True,
+        "epochs": {"eep": 9},
     }
+    assert record.max_epochs == {"eep": 9}
 
 
 def test_lease_doc_round_trip_keeps_store_ok() -> None:
@@ -577,3 +582,11 @@ def test_malformed_lease_doc_is_a_value_error_naming_the_field(doc: Any, message
     with pytest.raises(ValueError) as err:
         LeaseRecord.from_doc(doc)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("epochs", [["eep", 1], {"eep": -1}, {"eep": "2"}, {"eep": True}])
+def test_malformed_epochs_in_a_lease_doc_are_a_value_error(epochs: object) -> None:
+    doc = LeaseRecord("a", 1, 1, 0.0, 1.6).to_doc()
+    doc["epochs"] = epochs
+    with pytest.raises(ValueError, match="epochs"):
+        LeaseRecord.from_doc(doc)

@@ -1,0 +1,102 @@
+"""`bfm site run`: run one site's BFM process (agent, controller, heartbeats) until stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Annotated
+
+import typer
+
+from failover.cli.durations import parse_duration_s
+from failover.cli.errors import UsageError
+
+site_app = typer.Typer(help="Run and inspect one site's BFM process.", no_args_is_help=True)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    if not (colon and host and port.isdigit() and 0 <= int(port) < 65536):
+        raise UsageError(f"--listen {text!r} is not HOST:PORT, e.g. 127.0.0.1:7001")
+    return host, int(port)
+
+
+@site_app.command("run")
+def run(
+    site: Annotated[str, typer.Option(help="This site: a, b or w.")],
+    store: Annotated[
+        str, typer.Option(envvar="BFM_STORE", help="Coordination store URL, e.g. sqlite:///x.db.")
+    ],
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT for direct heartbeats (UDP).")
+    ] = "127.0.0.1:0",
+    peer: Annotated[
+        list[str] | None, typer.Option(help="Another site's heartbeat address, SITE=HOST:PORT.")
+    ] = None,
+    shards: Annotated[int, typer.Option(min=1, help="Shards per component.")] = 16,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this long (e.g. 30s); default: until signalled.")
+    ] = None,
+    status_file: Annotated[
+        str | None, typer.Option(help="Write this site's status as JSON here every second.")
+    ] = None,
+) -> None:
+    """Run one site until SIGTERM/SIGINT (or --duration); logs JSON lines on stderr."""
+    from failover.adapters.store_url import StoreUrlError, open_store
+    from failover.adapters.system_clock import SystemClock
+    from failover.cli import logging_setup
+    from failover.cli.simulate import fencing_disabled, warn_fencing_off
+    from failover.core.topology import default_topology
+    from failover.runtime.heartbeats import parse_peer
+    from failover.runtime.site_process import SiteProcess, SiteSettings
+
+    site = site.lower()
+    topology = default_topology(shards_per_component=shards)
+    if site not in topology.site_names:
+        raise UsageError(f"--site {site!r} is not one of {', '.join(topology.site_names)}")
+    try:
+        peers = {p.site: p for p in (parse_peer(text) for text in peer or [])}
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    stop_after_s = parse_duration_s(duration) if duration else None
+    try:
+        coordination = open_store(store)
+    except StoreUrlError as err:
+        raise UsageError(str(err).removeprefix("bfm: ")) from None
+    logging_setup.configure()
+    if fencing_disabled():
+        warn_fencing_off()
+    settings = SiteSettings(
+        site=site,
+        topology=topology,
+        listen=_host_port(listen),
+        peers=peers,
+        fencing_enabled=not fencing_disabled(),
+    )
+    process = SiteProcess(settings, store=coordination, clock=SystemClock())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: process.request_stop())
+    process.start()
+    waited_s = 0.0
+    try:
+        while not process.wait(1.0):
+            waited_s += 1.0
+            if status_file:
+                _write_status(status_file, process.status())
+            if stop_after_s is not None and waited_s >= stop_after_s:
+                break
+    finally:
+        process.stop()
+        coordination.close()
+
+
+def _write_status(path: str, status: dict[str, object]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(status, f)
+    os.replace(tmp, path)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(site_app, name="site")

@@ -1,0 +1,212 @@
+"""One site's BFM process: the agent (worker sites), the controller, and direct heartbeats.
+
+Threads, each on its own schedule: lease renewal every ``renew_interval_s``, ownership
+reads and probes every ``poll_interval_s``, the controller every ``controller_interval_s``,
+pings every ``heartbeat_interval_s``. ``stop()`` ends them all; nothing keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from failover.core.controller import Decision, PlacementPolicy
+from failover.core.detector import DetectorTiming
+from failover.core.fencing import Ownership
+from failover.core.quorum import LeaseTiming
+from failover.core.topology import Topology, default_topology
+from failover.ports import Clock, CoordinationStore
+from failover.runtime.controller import ControllerRuntime
+from failover.runtime.heartbeats import HeartbeatChannel, Peer
+from failover.runtime.site_agent import SiteAgentRuntime
+
+log = logging.getLogger("bfm.site")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """What one site process needs to know (seconds)."""
+
+    site: str
+    topology: Topology = field(default_factory=default_topology)
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+    detector: DetectorTiming = field(default_factory=DetectorTiming)
+    policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    poll_interval_s: float = 0.1
+    controller_interval_s: float = 0.1
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    peers: Mapping[str, Peer] = field(default_factory=dict)
+    fencing_enabled: bool = True
+
+
+class SiteProcess:
+    """Runs one site until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: SiteSettings,
+        *,
+        store: CoordinationStore,
+        clock: Clock,
+        probe: Callable[[str], bool] = lambda component: True,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the agent: loops and heartbeats share it
+        self.errors = 0
+        s = settings
+        self.agent: SiteAgentRuntime | None = None
+        if s.topology.is_worker(s.site):
+            self.agent = SiteAgentRuntime(
+                s.site,
+                store=store,
+                clock=clock,
+                topology=s.topology,
+                timing=s.timing,
+                detector=s.detector,
+                probe=probe,
+                fencing_enabled=s.fencing_enabled,
+            )
+        self.controller = ControllerRuntime(
+            s.site,
+            store=store,
+            clock=clock,
+            topology=s.topology,
+            timing=s.timing,
+            detector=s.detector,
+            policy=s.policy,
+            on_commit=self._committed,
+        )
+        self.heartbeats = HeartbeatChannel(
+            s.site,
+            bind=s.listen,
+            peers={site: p for site, p in s.peers.items() if s.topology.is_worker(site)},
+            store_ok=self._store_ok,
+            on_report=self._peer_report,
+            monotonic=clock.monotonic,
+        )
+        self._threads: list[threading.Thread] = []
+        self._was_leading = False
+
+    def start(self) -> None:
+        s = self.settings
+        self.heartbeats.start()
+        loops: list[tuple[str, float, Callable[[], None]]] = [
+            ("controller", s.controller_interval_s, self._controller_tick),
+            ("heartbeats", s.timing.heartbeat_interval_s, self.heartbeats.ping_all),
+        ]
+        if self.agent is not None:
+            loops += [
+                ("renew", s.timing.renew_interval_s, self._renew),
+                ("poll", s.poll_interval_s, self._poll),
+            ]
+        for name, interval_s, fn in loops:
+            thread = threading.Thread(
+                target=self._every, args=(interval_s, fn), name=f"{s.site}-{name}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        log.info("site started", extra={"event": "started", "site": s.site})
+
+    def request_stop(self) -> None:
+        """Ask the loops to end (safe from a signal handler); ``stop()`` waits for them."""
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self.heartbeats.close()
+        log.info("site stopped", extra={"event": "stopped", "site": self.settings.site})
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until stopped (True) or ``timeout_s`` passed (False)."""
+        return self._stop.wait(timeout_s)
+
+    def _every(self, interval_s: float, fn: Callable[[], None]) -> None:
+        next_s = self.clock.monotonic()
+        while not self._stop.is_set():
+            try:
+                fn()
+            except Exception:
+                self.errors += 1
+                log.exception("loop step failed", extra={"event": "error"})
+            next_s += interval_s
+            delay_s = next_s - self.clock.monotonic()
+            if delay_s < 0:
+                next_s, delay_s = self.clock.monotonic(), 0.0
+            self._stop.wait(delay_s)
+
+    def _store_ok(self) -> bool:
+        with self._lock:
+            return self.agent.agent.store_ok if self.agent else True
+
+    def _peer_report(self, peer: str, store_ok: bool, sent_s: float) -> None:
+        if self.agent is not None:
+            with self._lock:
+                self.agent.heard_peer(peer, store_ok=store_ok, at_s=sent_s)
+
+    def _renew(self) -> None:
+        assert self.agent is not None
+        with self._lock:
+            self.agent.renew()
+
+    def _poll(self) -> None:
+        assert self.agent is not None
+        with self._lock:
+            fenced = self.agent.poll()
+            session = self.agent.agent.session
+        if fenced:
+            log.warning(
+                "site fenced itself: lease not renewed in time and no failsafe",
+                extra={"event": "fenced", "site": self.settings.site, "session": session},
+            )
+
+    def _controller_tick(self) -> None:
+        self.controller.tick()
+        leading = self.controller.leading(self.clock.monotonic())
+        if leading != self._was_leading:
+            self._was_leading = leading
+            what = "became the leader" if leading else "is no longer the leader"
+            log.info(f"controller {what}", extra={"event": "leader", "leading": leading})
+
+    def _committed(self, decision: Decision, before: Ownership) -> None:
+        shards = list(decision.shards)
+        log.info(
+            f"{decision.kind.value} {decision.component} {shards}: {decision.reason}",
+            extra={
+                "event": "decision",
+                "kind": decision.kind.value,
+                "component": decision.component,
+                "shards": list(decision.shards),
+                "epoch": decision.ownership.max_epoch,
+                "trace_id": decision.ownership.trace_id,
+            },
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What this site serves now, and its roles (for status output and tests)."""
+        now = self.clock.monotonic()
+        result: dict[str, Any] = {
+            "site": self.settings.site,
+            "leading": self.controller.leading(now),
+            "errors": self.errors,
+        }
+        if self.agent is not None:
+            with self._lock:
+                topology = self.settings.topology
+                result["fenced"] = self.agent.agent.fenced
+                result["session"] = self.agent.agent.session
+                result["serving"] = {
+                    c: [
+                        i
+                        for i in range(topology.shards_per_component)
+                        if self.agent.serving(c, i) is not None
+                    ]
+                    for c in topology.components
+                }
+        return result
