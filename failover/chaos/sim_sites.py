@@ -42,7 +42,7 @@ class WorkerProc:
         self.dead = False
         self.in_flight: dict[tuple[int, int], Message] = {}
         self.inbox: list[tuple[Message, int]] = []
-        self.frozen: list[tuple[Message, int, int]] = []
+        self.frozen: list[tuple[Message, int, int, float]] = []
         self.runtime = SiteAgentRuntime(
             site,
             store=SimSiteStore(sim.store, site),
@@ -97,25 +97,27 @@ class WorkerProc:
         if not self.sim.net.running(self.site):
             self.inbox.append((msg, attempt))
             return "queued", None
-        epoch = self.serving(msg.component, msg.index)
-        if epoch is None:
+        grant = self.runtime.serving_until(msg.component, msg.index) if self.alive() else None
+        if grant is None:
             owner = self.runtime.owner_of(msg.component, msg.index)
             return "refused", owner if owner != self.site else None
+        epoch, deadline_s = grant
         self.in_flight[(msg.message_id, attempt)] = msg
-        self.sim.at(self.sim.now + self.sim.config.process_delay_s, self.apply, msg, attempt, epoch)
+        delay_s = self.sim.config.process_delay_s
+        self.sim.at(self.sim.now + delay_s, self.apply, msg, attempt, epoch, deadline_s)
         return "pending", None
 
-    def apply(self, msg: Message, attempt: int, epoch: int) -> None:
+    def apply(self, msg: Message, attempt: int, epoch: int, deadline_s: float) -> None:
         if self.dead:
             return
         if self.site in self.sim.net.hung:
-            self.frozen.append((msg, attempt, epoch))  # paused after the router's check
+            self.frozen.append((msg, attempt, epoch, deadline_s))  # paused after the router's check
             return
         self.in_flight.pop((msg.message_id, attempt), None)
         if not self.sim.component_alive(self.site, msg.component):
             self.sim.producer.failed(msg, attempt)
             return
-        self.sim.sink_apply(self.site, msg, attempt, epoch)
+        self.sim.sink_apply(self.site, msg, attempt, epoch, deadline_s)
 
     def crashed(self) -> None:
         """The process died: connections reset, in-memory state gone."""
@@ -131,9 +133,9 @@ class WorkerProc:
     def resumed(self) -> None:
         """SIGCONT: first finish what was frozen mid-way (no new check), then the inbox."""
         frozen, self.frozen = self.frozen, []
-        for msg, attempt, epoch in frozen:
+        for msg, attempt, epoch, deadline_s in frozen:
             self.in_flight.pop((msg.message_id, attempt), None)
-            self.sim.sink_apply(self.site, msg, attempt, epoch)
+            self.sim.sink_apply(self.site, msg, attempt, epoch, deadline_s)
         inbox, self.inbox = self.inbox, []
         for msg, attempt in inbox:
             if self.receive(msg, attempt)[0] == "refused":

@@ -107,8 +107,13 @@ class Simulation:
                 for i, a in enumerate(self._ownership(got).shards):
                     fence.learn(c, i, a.epoch)
 
-    def sink_apply(self, site: str, msg: Message, attempt: int, epoch: int) -> None:
-        if not self.fences[site].admit(msg.component, msg.index, epoch):
+    def sink_apply(
+        self, site: str, msg: Message, attempt: int, epoch: int, deadline_s: float
+    ) -> None:
+        """The module and ledger: refuse a superseded epoch, or a grant whose lease ran out
+        (the router's deadline, on this site's clock), deduplicate, record, acknowledge."""
+        late = self.now > deadline_s and self.config.fencing_enabled
+        if late or not self.fences[site].admit(msg.component, msg.index, epoch):
             self.producer.failed(msg, attempt)
             return
         if msg.message_id not in self.applied[site]:  # modules deduplicate by message id

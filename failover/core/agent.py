@@ -33,6 +33,7 @@ class LeaseRecord:
     drained: tuple[tuple[str, int, int], ...] = ()
     store_ok: bool = True
     epochs: tuple[tuple[str, int], ...] = ()  # the largest epoch seen per component
+    released: tuple[tuple[str, int], ...] = ()  # grants up to this epoch given up (down)
 
     @property
     def max_epochs(self) -> dict[str, int]:
@@ -49,6 +50,7 @@ class LeaseRecord:
             "drained": [list(d) for d in self.drained],
             "store_ok": self.store_ok,
             "epochs": dict(self.epochs),
+            "released": dict(self.released),
         }
 
     @staticmethod
@@ -77,7 +79,8 @@ class LeaseRecord:
                 components_up=tuple(components),
                 drained=_drained(doc.get("drained", [])),
                 store_ok=store_ok,
-                epochs=_epochs(doc.get("epochs", {})),
+                epochs=_epochs(doc.get("epochs", {}), "epochs"),
+                released=_epochs(doc.get("released", {}), "released"),
             )
         except KeyError as missing:
             raise ValueError(f"lease document lacks field {missing}") from None
@@ -99,10 +102,10 @@ def _seconds(value: Any, name: str) -> float:
     return float(value)
 
 
-def _epochs(value: Any) -> tuple[tuple[str, int], ...]:
+def _epochs(value: Any, name: str) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"field 'epochs' must be an object of component -> epoch, got {value!r}")
-    return tuple(sorted((str(c), _count(n, f"epochs.{c}")) for c, n in value.items()))
+        raise ValueError(f"field {name!r} must be an object of component -> epoch, got {value!r}")
+    return tuple(sorted((str(c), _count(n, f"{name}.{c}")) for c, n in value.items()))
 
 
 def _drained(value: Any) -> tuple[tuple[str, int, int], ...]:
@@ -140,6 +143,7 @@ class SiteAgent:
         self.peers: dict[str, PeerReport | None] = {p: None for p in peers if p != site}
         self.fence_count = 0
         self.acked_drains: set[tuple[str, int, int]] = set()
+        self.released: dict[str, int] = {}
 
     def lease_record(
         self,
@@ -156,15 +160,23 @@ class SiteAgent:
         """
         drained = tuple(sorted(drained))
         self.acked_drains.update(drained)
+        components = tuple(sorted(components_up))
+        up = set(components)
+        for component, epoch in (epochs or {}).items():
+            # Reporting a component down gives its grants up: the controller may move them
+            # at once, so they are never served again, even when the component comes back.
+            if component not in up and epoch > self.released.get(component, 0):
+                self.released[component] = epoch
         return LeaseRecord(
             holder=self.site,
             session=self.session + 1 if self.fenced else self.session,
             renew_count=self.renew_count + 1,
             renewed_at_wall_s=wall_s,
             lease_duration_s=self.timing.lease_duration_s,
-            components_up=tuple(sorted(components_up)),
+            components_up=components,
             drained=drained,
             epochs=tuple(sorted((epochs or {}).items())),
+            released=tuple(sorted(self.released.items())),
         )
 
     def renewed(self, record: LeaseRecord, *, started_at_s: float) -> None:
@@ -233,6 +245,22 @@ class SiteAgent:
             return False
         return True
 
+    def serving_deadline_s(self, now_s: float) -> float | None:
+        """Until when (monotonic) the right to serve that holds now lasts, or None if none.
+
+        Work a router admits carries it, so the sink on the same host refuses work that a
+        paused process admitted before its lease ran out (the fence on the lease).
+        """
+        if self.fenced or self.last_renew_start_s is None:
+            return None
+        deadline_s = self.last_renew_start_s + self.timing.renew_deadline_s
+        if now_s <= deadline_s or not self.fencing_enabled:
+            return deadline_s if self.fencing_enabled else float("inf")
+        if not self.failsafe(now_s):
+            return None
+        reports = [r for r in self.peers.values() if r is not None]
+        return min(r.received_at_s for r in reports) + self.timing.failsafe_confirm_s
+
     def failsafe(self, now_s: float) -> bool:
         """The store is out for everyone: ownership is frozen, nobody can take work over."""
         return in_failsafe(
@@ -255,6 +283,8 @@ class SiteAgent:
         (the transfer may have been written just before the outage).
         """
         if not component_up or assignment.owner != self.site:
+            return False
+        if assignment.epoch <= self.released.get(component, 0):
             return False
         if assignment.session != self.session or not self.check(now_s):
             return False

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from failover.core.fencing import Ownership, reassign, set_draining
+from failover.core.fencing import Assignment, Ownership, reassign, set_draining
 from failover.core.placement import handback_batch, place_orphans, target_owners
 from failover.core.topology import Topology
 
@@ -32,6 +32,7 @@ class SiteView:
     components_stable: frozenset[str] = frozenset()
     drained: frozenset[tuple[str, int, int]] = frozenset()
     admin_drained: bool = False
+    released: frozenset[tuple[str, int]] = frozenset()  # (component, epoch) given up
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def decide_component(
     stable = [s for s in placeable if c in views[s].components_stable]
     owners = [a.owner for a in current.shards]
 
-    orphans = [i for i, a in enumerate(current.shards) if not _valid(a.owner, a.session, views, c)]
+    orphans = [i for i, a in enumerate(current.shards) if not _valid(a, views, c)]
     if orphans:
         targets = stable or placeable or serving
         moves = place_orphans(owners, orphans, targets, weights)
@@ -189,8 +190,12 @@ def _placeable(view: SiteView, component: str, policy: PlacementPolicy) -> bool:
     return not view.admin_drained and (pinned is None or pinned == view.name)
 
 
-def _valid(owner: str | None, session: int, views: Mapping[str, SiteView], component: str) -> bool:
-    if owner is None:
+def _valid(a: Assignment, views: Mapping[str, SiteView], component: str) -> bool:
+    """The owner is alive, on the granted session, runs the component, and has not given
+    the grant up (reporting the component down releases its grants up to an epoch)."""
+    if a.owner is None:
         return False
-    view = views.get(owner)
-    return _serving(view, component) and view is not None and view.session == session
+    view = views.get(a.owner)
+    if view is None or not _serving(view, component) or view.session != a.session:
+        return False
+    return all(a.epoch > epoch for c, epoch in view.released if c == component)

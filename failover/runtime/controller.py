@@ -184,6 +184,7 @@ class ControllerRuntime:
                     c for c in record.components_up if self.stability[(w, c)].stable(now)
                 ),
                 drained=frozenset(record.drained),
+                released=frozenset(record.released),
             )
         return views
 

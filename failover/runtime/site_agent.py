@@ -163,6 +163,15 @@ class SiteAgentRuntime:
         )
         return a.epoch if ok else None
 
+    def serving_until(self, component: str, index: int) -> tuple[int, float] | None:
+        """(epoch, deadline): the shard may be served under ``epoch`` until ``deadline``
+        (monotonic, this host's clock), or None. Stamped on the work a router admits."""
+        epoch = self.serving(component, index)
+        if epoch is None:
+            return None
+        deadline_s = self.agent.serving_deadline_s(self.clock.monotonic())
+        return None if deadline_s is None else (epoch, deadline_s)
+
     def owner_of(self, component: str, index: int) -> str | None:
         """The owner this site knows of (for redirects)."""
         doc = self.docs.get(component)

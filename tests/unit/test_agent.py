@@ -464,6 +464,9 @@ lease_records = st.builds(
     epochs=st.dictionaries(st.sampled_from(UP), st.integers(0, 10**6)).map(
         lambda d: tuple(sorted(d.items()))
     ),
+    released=st.dictionaries(st.sampled_from(UP), st.integers(0, 10**6)).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
 )
 
 
@@ -487,6 +490,7 @@ def test_lease_doc_shape() -> None:
         "drained": [["eep", 1, 3]],
         "store_ok": True,
         "epochs": {"eep": 9},
+        "released": {},
     }
     assert record.max_epochs == {"eep": 9}
 
@@ -590,3 +594,32 @@ def test_malformed_epochs_in_a_lease_doc_are_a_value_error(epochs: object) -> No
     doc["epochs"] = epochs
     with pytest.raises(ValueError, match="epochs"):
         LeaseRecord.from_doc(doc)
+
+
+def test_reporting_a_component_down_gives_its_grants_up_for_good() -> None:
+    # Found by the simulator: a component down at b let the controller move its shards;
+    # b, cut off from the store before it read the move, served its old grants again
+    # when the component came back. Reported down means given up.
+    agent = SiteAgent("b", timing=LeaseTiming(), peers=("a", "b"))
+    first = agent.lease_record(wall_s=0.0, components_up=("eap",), epochs={"eap": 11})
+    agent.renewed(first, started_at_s=0.0)
+    grant = Assignment("b", 11, agent.session)
+    assert agent.may_serve(grant, component="eap", index=0, now_s=0.1, component_up=True)
+    down = agent.lease_record(wall_s=0.2, components_up=(), epochs={"eap": 11})
+    assert down.released == (("eap", 11),)
+    agent.renewed(down, started_at_s=0.2)
+    assert not agent.may_serve(grant, component="eap", index=0, now_s=0.3, component_up=True)
+    regrant = Assignment("b", 12, agent.session)
+    assert agent.may_serve(regrant, component="eap", index=0, now_s=0.3, component_up=True)
+
+
+def test_the_serving_deadline_is_the_renew_deadline_then_the_failsafe_window() -> None:
+    timing = LeaseTiming()
+    agent = SiteAgent("a", timing=timing, peers=("a", "b"))
+    assert agent.serving_deadline_s(0.0) is None  # never renewed
+    agent.renewed(agent.lease_record(wall_s=0.0, components_up=()), started_at_s=10.0)
+    assert agent.serving_deadline_s(10.5) == 10.0 + timing.renew_deadline_s
+    agent.store_failed()
+    agent.heard_peer("b", store_ok=False, now_s=10.9)
+    assert agent.serving_deadline_s(11.2) == 10.9 + timing.failsafe_confirm_s
+    assert agent.serving_deadline_s(11.7) is None  # the failsafe lapsed: fenced
