@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.version",
     "failover.cli.simulate",
     "failover.cli.site",
+    "failover.cli.status",
 )
 
 _EXIT_CODES_HELP = (

@@ -1,0 +1,117 @@
+"""`bfm status`: what it reads from the store, and its errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from failover.adapters.fake_clock import FakeClock
+from failover.adapters.memory_store import MemoryStore
+from failover.adapters.sqlite_store import SqliteStore
+from failover.cli.main import run
+from failover.cli.status import read_status
+from failover.core.controller import PlacementPolicy
+from failover.core.detector import DetectorTiming
+from failover.core.quorum import LeaseTiming
+from failover.core.topology import default_topology
+from failover.runtime.controller import ControllerRuntime
+from failover.runtime.documents import lease_key, ownership_key
+from failover.runtime.site_agent import SiteAgentRuntime
+
+TOPOLOGY = default_topology(shards_per_component=4)
+
+
+def _running_system(store: MemoryStore | SqliteStore, clock: FakeClock) -> None:
+    agents = [
+        SiteAgentRuntime(
+            site,
+            store=store,
+            clock=clock,
+            topology=TOPOLOGY,
+            timing=LeaseTiming(),
+            detector=DetectorTiming(),
+            probe=lambda component: True,
+        )
+        for site in ("a", "b")
+    ]
+    controller = ControllerRuntime(
+        "w",
+        store=store,
+        clock=clock,
+        topology=TOPOLOGY,
+        timing=LeaseTiming(),
+        detector=DetectorTiming(),
+        policy=PlacementPolicy(),
+    )
+    for _ in range(30):
+        for agent in agents:
+            agent.renew()
+            agent.poll()
+        controller.tick()
+        clock.advance(0.1)
+
+
+def test_status_reads_leader_sites_and_even_ownership() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    _running_system(store, clock)
+    data = read_status(store, now_wall_s=clock.wall())
+    assert data["leader"] == {"site": "w", "term": 1}
+    assert set(data["sites"]) == {"a", "b"}
+    assert data["sites"]["a"]["session"] == 1
+    assert data["sites"]["a"]["renewed_s_ago"] < 0.5
+    for c in TOPOLOGY.components:
+        assert data["ownership"][c]["shards_per_site"] == {"a": 2, "b": 2}
+        assert data["ownership"][c]["draining"] == 0
+
+
+def test_status_shows_damaged_documents_instead_of_failing() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    _running_system(store, clock)
+    current = store.get(ownership_key("eap"))
+    assert current is not None
+    store.compare_and_set(
+        ownership_key("eap"), {"component": 5}, expected_revision=current.revision
+    )
+    lease = store.get(lease_key("a"))
+    assert lease is not None
+    store.compare_and_set(lease_key("a"), {"holder": ""}, expected_revision=lease.revision)
+    data = read_status(store, now_wall_s=clock.wall())
+    assert "damaged" in data["ownership"]["eap"]
+    assert "damaged" in data["sites"]["a"]
+    assert data["ownership"]["eep"]["shards_per_site"] == {"a": 2, "b": 2}
+
+
+def test_bfm_status_json_on_a_sqlite_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "bfm.db"
+    store = SqliteStore(db)
+    _running_system(store, FakeClock())
+    store.close()
+    assert run(["status", f"--store=sqlite:///{db}", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ownership"]["gsm"]["shards_per_site"] == {"a": 2, "b": 2}
+    assert run(["status", f"--store=sqlite:///{db}"]) == 0
+    assert "shards per site" in capsys.readouterr().out
+
+
+def test_bfm_status_without_a_system_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["status", f"--store=sqlite:///{tmp_path / 'missing.db'}"]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    empty = tmp_path / "empty.db"
+    SqliteStore(empty).close()
+    assert run(["status", f"--store=sqlite:///{empty}"]) == 3
+    assert "no BFM system found" in capsys.readouterr().err
+
+
+def test_bfm_status_without_a_store_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BFM_STORE", raising=False)
+    assert run(["status"]) == 2
+    assert "--store" in capsys.readouterr().err
+    assert run(["status", "--store=ftp://x"]) == 2
