@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -41,6 +42,10 @@ def run(
     status_file: Annotated[
         str | None, typer.Option(help="Write this site's status as JSON here every second.")
     ] = None,
+    grants_file: Annotated[
+        str | None,
+        typer.Option(help="Publish what this site may serve here, for its router and modules."),
+    ] = None,
 ) -> None:
     """Run one site until SIGTERM/SIGINT (or --duration); logs JSON lines on stderr."""
     from failover.adapters.store_url import StoreUrlError, open_store
@@ -73,6 +78,7 @@ def run(
         listen=_host_port(listen),
         peers=peers,
         fencing_enabled=not fencing_disabled(),
+        grants_file=Path(grants_file) if grants_file else None,
     )
     process = SiteProcess(settings, store=coordination, clock=SystemClock())
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology
 from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
 from failover.runtime.documents import lease_key, lease_parser, ownership_key, ownership_parser
+from failover.runtime.grants import Grants
 
 Drained = tuple[tuple[str, int, int], ...]
 
@@ -171,6 +172,20 @@ class SiteAgentRuntime:
             return None
         deadline_s = self.agent.serving_deadline_s(self.clock.monotonic())
         return None if deadline_s is None else (epoch, deadline_s)
+
+    def grants(self) -> Grants:
+        """Every shard this site may serve now, with the deadline of that right."""
+        now = self.clock.monotonic()
+        deadline_s = self.agent.serving_deadline_s(now)
+        if deadline_s is None:
+            return Grants(self.site, self.agent.session, float("-inf"), {})
+        epochs = {
+            (c, i): epoch
+            for c in self.docs
+            for i in range(self.topology.shards_per_component)
+            if (epoch := self.serving(c, i)) is not None
+        }
+        return Grants(self.site, self.agent.session, deadline_s, epochs)
 
     def owner_of(self, component: str, index: int) -> str | None:
         """The owner this site knows of (for redirects)."""

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from failover.core.controller import Decision, PlacementPolicy
@@ -20,6 +21,7 @@ from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology, default_topology
 from failover.ports import Clock, CoordinationStore
 from failover.runtime.controller import ControllerRuntime
+from failover.runtime.grants import publish
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
 from failover.runtime.site_agent import SiteAgentRuntime
 
@@ -40,6 +42,7 @@ class SiteSettings:
     listen: tuple[str, int] = ("127.0.0.1", 0)
     peers: Mapping[str, Peer] = field(default_factory=dict)
     fencing_enabled: bool = True
+    grants_file: Path | None = None  # where to publish this site's grants for its components
 
 
 class SiteProcess:
@@ -160,6 +163,9 @@ class SiteProcess:
         with self._lock:
             fenced = self.agent.poll()
             session = self.agent.agent.session
+            grants = self.agent.grants() if self.settings.grants_file else None
+        if grants is not None and self.settings.grants_file is not None:
+            publish(self.settings.grants_file, grants)
         if fenced:
             log.warning(
                 "site fenced itself: lease not renewed in time and no failsafe",

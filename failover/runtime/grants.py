@@ -1,0 +1,106 @@
+"""What a site may serve right now, published for the components on the same host.
+
+The site agent writes ``grants-<site>.json`` (atomically, every poll) naming each shard it
+may serve with its epoch, and the moment its right to serve ends, on the host's monotonic
+clock (``CLOCK_MONOTONIC`` is shared by every process of one host). The router and the
+modules read it: work is admitted only under a published grant and only until then. If
+the agent stops (crash, pause), the file stops being renewed and the grants run out by
+themselves: the self-fence reaches every process of the site.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Grants:
+    site: str
+    session: int
+    valid_until_mono_s: float
+    epochs: Mapping[tuple[str, int], int]
+
+    def epoch(self, component: str, index: int, *, now_mono_s: float) -> int | None:
+        """The epoch to stamp on work for this shard, or None: not ours, or run out."""
+        if now_mono_s > self.valid_until_mono_s:
+            return None
+        return self.epochs.get((component, index))
+
+    def to_json(self) -> str:
+        shards: dict[str, dict[str, int]] = {}
+        for (component, index), epoch in sorted(self.epochs.items()):
+            shards.setdefault(component, {})[str(index)] = epoch
+        return json.dumps(
+            {
+                "site": self.site,
+                "session": self.session,
+                "valid_until_mono_s": self.valid_until_mono_s,
+                "shards": shards,
+            }
+        )
+
+    @staticmethod
+    def from_json(text: str) -> Grants:
+        try:
+            data: Any = json.loads(text)
+            epochs = {
+                (str(c), int(i)): int(e)
+                for c, shards in data["shards"].items()
+                for i, e in shards.items()
+            }
+            return Grants(
+                str(data["site"]), int(data["session"]), float(data["valid_until_mono_s"]), epochs
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"malformed grants file ({err})") from None
+
+
+NO_GRANTS = Grants("", 0, float("-inf"), {})
+
+
+def grants_path(run_dir: Path, site: str) -> Path:
+    return run_dir / f"grants-{site}.json"
+
+
+def publish(path: Path, grants: Grants) -> None:
+    """Write the file atomically: readers see the old or the new grants, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(grants.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class GrantsReader:
+    """Reads a site's grants file, again only when it changed; missing or bad -> no grants."""
+
+    def __init__(self, path: Path, *, monotonic: Callable[[], float]) -> None:
+        self.path, self._monotonic = path, monotonic
+        self._stamp: tuple[int, int] | None = None
+        self._grants = NO_GRANTS
+        self.errors = 0
+
+    def current(self) -> Grants:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._grants = None, NO_GRANTS
+            return self._grants
+        stamp = (stat.st_mtime_ns, stat.st_ino)
+        if stamp != self._stamp:
+            try:
+                self._grants = Grants.from_json(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.errors += 1
+                self._grants = NO_GRANTS
+            self._stamp = stamp
+        return self._grants
+
+    def epoch(self, component: str, index: int) -> tuple[int, float] | None:
+        """(epoch, valid until) to stamp on work for the shard, or None."""
+        grants = self.current()
+        epoch = grants.epoch(component, index, now_mono_s=self._monotonic())
+        return None if epoch is None else (epoch, grants.valid_until_mono_s)
