@@ -148,9 +148,11 @@ class Simulation:
                     f"{c}/{i} granted to {new.owner} under epoch {new.epoch} while "
                     f"{old.owner} still serves it under epoch {old.epoch}",
                 )
+            given_up = old.epoch <= proc.agent.released.get(c, 0)  # reported down earlier
             if (
                 decision.kind is DecisionKind.FAILOVER
                 and proc.detectors[c].health is not Health.DOWN
+                and not given_up
             ):
                 self._fence_margin(proc, old.session)
 
