@@ -7,6 +7,7 @@ fsync (group commit). A message id seen before is not applied again (retries are
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -74,8 +75,9 @@ class Ledger:
                     results.append(cursor.rowcount == 1)
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                 raise LedgerError(f"bfm: cannot record to the ledger {self.path} ({err})") from None
         return results
 
