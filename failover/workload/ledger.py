@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,10 @@ class LedgerError(Exception):
     """The ledger could not record a batch; nothing of it may be acknowledged."""
 
 
+class GrantExpired(Exception):
+    """The batch was rolled back: the writer's grant ran out before the commit."""
+
+
 class Ledger:
     """One module instance's ledger file."""
 
@@ -58,10 +62,18 @@ class Ledger:
             raise LedgerError(f"bfm: cannot open the ledger {path} ({err})") from None
         self._lock = threading.Lock()
 
-    def apply(self, envelopes: Sequence[Envelope], *, applied_at: float) -> list[bool]:
+    def apply(
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        applied_at: float,
+        before_commit: Callable[[], bool] | None = None,
+    ) -> list[bool]:
         """Record a batch in one transaction; per message True if new, False if a duplicate.
 
-        Raises ``LedgerError`` (and records nothing) when the disk refuses the write.
+        ``before_commit`` is asked last, inside the transaction: False rolls the batch back
+        and raises ``GrantExpired`` (the writer's right ran out while it worked). Raises
+        ``LedgerError`` (and records nothing) when the disk refuses the write.
         """
         results = []
         with self._lock:
@@ -73,6 +85,9 @@ class Ledger:
                         (env.id, env.component, env.shard, env.epoch, self.site, applied_at),
                     )
                     results.append(cursor.rowcount == 1)
+                if before_commit is not None and not before_commit():
+                    self._db.execute("ROLLBACK")
+                    raise GrantExpired(f"the grant ran out before the commit to {self.path}")
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 with contextlib.suppress(sqlite3.Error):

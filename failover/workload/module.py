@@ -1,16 +1,19 @@
-"""A module service (EAP, EEP, AAM, MSM, GSM): the sink that checks, records and acks.
+"""A module service (EAP, EEP, AAM, MSM, GSM): the sink that admits, records and acks.
 
 Newline-delimited JSON over TCP, pipelined, one answer per message in order::
 
-    -> {"env": {...envelope...}, "valid_until_mono_s": 12345.6}
-    <- {"id": "m1", "ok": true}          (applied, or applied before: retries are safe)
-    <- {"id": "m1", "ok": false, "reason": "stale-epoch"}
+    -> {"env": {...envelope...}}
+    <- {"id": "m1", "ok": true, "epoch": 12}     (applied, or applied before: retries are safe)
+    <- {"id": "m1", "ok": false, "reason": "not-owner"}
 
-A message is refused when its router's grant has run out (``lease-expired``: the router
-was paused or cut off past its deadline, same host clock), when its epoch is below the
-highest this module knows for the shard (``stale-epoch``: a newer owner exists), when it
-is not for this module (``wrong-module``) or not a valid envelope (``malformed``). Work
-passes into the ledger in batches (group commit) and is acknowledged only after that.
+The module is the gate, on the owner's host: it admits a message only under its site's
+published grant for the shard (``failover.runtime.grants``: epoch, valid until a deadline
+on this host's monotonic clock), stamps that epoch, and refuses it when the site holds no
+live grant (``not-owner``), when a newer epoch is known for the shard (``stale-epoch``),
+when the grant ran out before the ledger commit (``lease-expired``: the process was paused
+in between), when it is for another module (``wrong-module``) or not a valid envelope
+(``malformed``). Work passes into the ledger in batches (group commit) and is
+acknowledged only after the commit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from failover.core.fencing import EpochFence
 from failover.workload.envelope import Envelope
-from failover.workload.ledger import Ledger, LedgerError
+from failover.workload.ledger import GrantExpired, Ledger, LedgerError
 
 MAX_LINE_BYTES = 70 * 1024
 
@@ -47,14 +50,15 @@ class ModuleService:
         *,
         ledger: Ledger,
         fence: EpochFence,
+        grants: Callable[[str, int], tuple[int, float] | None],
         monotonic: Callable[[], float],
         wall: Callable[[], float],
-        check_deadline: bool = True,
+        fencing_enabled: bool = True,
     ) -> None:
         self.component = component
-        self.ledger, self.fence = ledger, fence
+        self.ledger, self.fence, self.grants = ledger, fence, grants
         self._monotonic, self._wall = monotonic, wall
-        self.check_deadline = check_deadline
+        self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
         self._server: asyncio.AbstractServer | None = None
 
@@ -68,24 +72,25 @@ class ModuleService:
             self._server.close()
             await self._server.wait_closed()
 
-    def check(self, frame: Any) -> tuple[Envelope | None, str | None, str]:
-        """(envelope, refusal reason or None, id) for one decoded request line."""
+    def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
+        """(stamped envelope, refusal reason or None, id, grant deadline) for one request."""
         if not isinstance(frame, dict):
-            return None, "malformed", ""
+            return None, "malformed", "", 0.0
         raw = frame.get("env")
         msg_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
         try:
             env = Envelope.from_dict(raw if isinstance(raw, dict) else {})
-            deadline = float(frame["valid_until_mono_s"])
-        except (ValueError, KeyError, TypeError):
-            return None, "malformed", msg_id
+        except ValueError:
+            return None, "malformed", msg_id, 0.0
         if env.component != self.component:
-            return env, "wrong-module", env.id
-        if self.check_deadline and self._monotonic() > deadline:
-            return env, "lease-expired", env.id
-        if not self.fence.admit(env.component, env.shard, env.epoch):
-            return env, "stale-epoch", env.id
-        return env, None, env.id
+            return env, "wrong-module", env.id, 0.0
+        grant = self.grants(env.component, env.shard)
+        if grant is None:
+            return env, "not-owner", env.id, 0.0
+        epoch, deadline_s = grant
+        if not self.fence.admit(env.component, env.shard, epoch):
+            return env, "stale-epoch", env.id, 0.0
+        return env.stamped(epoch), None, env.id, deadline_s
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pending = b""
@@ -109,28 +114,46 @@ class ModuleService:
     async def _answer(self, lines: list[bytes]) -> bytes:
         answers: list[dict[str, Any]] = []
         batch: list[tuple[int, Envelope]] = []
+        deadline_s = float("inf")
         for line in lines:
             try:
                 frame = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 frame = None
-            env, reason, msg_id = self.check(frame)
+            env, reason, msg_id, until_s = self.check(frame)
             if reason is not None or env is None:
                 self.stats.refuse(reason or "malformed")
                 answers.append({"id": msg_id, "ok": False, "reason": reason or "malformed"})
             else:
                 batch.append((len(answers), env))
-                answers.append({"id": env.id, "ok": True})
+                answers.append({"id": env.id, "ok": True, "epoch": env.epoch})
+                deadline_s = min(deadline_s, until_s)
         if batch:
-            try:
-                fresh = await asyncio.to_thread(
-                    self.ledger.apply, [env for _, env in batch], applied_at=self._wall()
-                )
-            except LedgerError:
-                for position, _ in batch:
-                    answers[position] = {**answers[position], "ok": False, "reason": "ledger-error"}
-                self.stats.refuse("ledger-error")
-            else:
-                self.stats.applied += sum(fresh)
-                self.stats.duplicates += len(fresh) - sum(fresh)
+            await self._record(batch, answers, deadline_s)
         return b"".join(json.dumps(a).encode() + b"\n" for a in answers)
+
+    async def _record(
+        self, batch: list[tuple[int, Envelope]], answers: list[dict[str, Any]], deadline_s: float
+    ) -> None:
+        def still_granted() -> bool:
+            return not self.fencing_enabled or self._monotonic() <= deadline_s
+
+        reason = None
+        try:
+            fresh = await asyncio.to_thread(
+                self.ledger.apply,
+                [env for _, env in batch],
+                applied_at=self._wall(),
+                before_commit=still_granted,
+            )
+        except LedgerError:
+            reason = "ledger-error"
+        except GrantExpired:
+            reason = "lease-expired"
+        if reason is not None:
+            for position, _ in batch:
+                answers[position] = {"id": answers[position]["id"], "ok": False, "reason": reason}
+            self.stats.refuse(reason)
+            return
+        self.stats.applied += sum(fresh)
+        self.stats.duplicates += len(fresh) - sum(fresh)

@@ -55,3 +55,13 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="cannot"):
         ledger = Ledger(path, site="a")
         ledger.apply([_env(1)], applied_at=1.0)
+
+
+def test_a_false_before_commit_rolls_the_whole_batch_back(tmp_path: Path) -> None:
+    from failover.workload.ledger import GrantExpired
+
+    ledger = Ledger(tmp_path / "eap.db", site="a")
+    with pytest.raises(GrantExpired):
+        ledger.apply([_env(1), _env(2)], applied_at=1.0, before_commit=lambda: False)
+    assert len(ledger) == 0
+    assert ledger.apply([_env(1)], applied_at=2.0, before_commit=lambda: True) == [True]
