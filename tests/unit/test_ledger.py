@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from failover.workload.envelope import Envelope
-from failover.workload.ledger import Ledger, LedgerError
+from failover.workload.ledger import GrantExpired, Ledger, LedgerError
 
 
 def _env(i: int, epoch: int = 1) -> Envelope:
@@ -58,8 +58,6 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_false_before_commit_rolls_the_whole_batch_back(tmp_path: Path) -> None:
-    from failover.workload.ledger import GrantExpired
-
     ledger = Ledger(tmp_path / "eap.db", site="a")
     with pytest.raises(GrantExpired):
         ledger.apply([_env(1), _env(2)], applied_at=1.0, before_commit=lambda: False)
