@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.simulate",
     "failover.cli.site",
     "failover.cli.status",
+    "failover.cli.workload",
 )
 
 _EXIT_CODES_HELP = (

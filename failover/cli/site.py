@@ -6,7 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,8 +27,13 @@ def _host_port(text: str) -> tuple[str, int]:
 def run(
     site: Annotated[str, typer.Option(help="This site: a, b or w.")],
     store: Annotated[
-        str, typer.Option(envvar="BFM_STORE", help="Coordination store URL, e.g. sqlite:///x.db.")
-    ],
+        str | None,
+        typer.Option(envvar="BFM_STORE", help="Coordination store URL, e.g. sqlite:///x.db."),
+    ] = None,
+    run_dir: Annotated[
+        str | None,
+        typer.Option(help="A run directory with endpoints.json: store, addresses and grants."),
+    ] = None,
     listen: Annotated[
         str, typer.Option(help="HOST:PORT for direct heartbeats (UDP).")
     ] = "127.0.0.1:0",
@@ -49,14 +54,20 @@ def run(
 ) -> None:
     """Run one site until SIGTERM/SIGINT (or --duration); logs JSON lines on stderr."""
     from failover.adapters.store_url import StoreUrlError, open_store
-    from failover.adapters.system_clock import SystemClock
     from failover.cli import logging_setup
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
     from failover.core.topology import default_topology
     from failover.runtime.heartbeats import parse_peer
-    from failover.runtime.site_process import SiteProcess, SiteSettings
+    from failover.runtime.site_process import SiteSettings
 
     site = site.lower()
+    probes = None
+    if run_dir is not None:
+        store, shards, listen, peer, grants_file, probes = _from_run_dir(
+            Path(run_dir), site, store, grants_file
+        )
+    if not store:
+        raise UsageError("no store given: pass --store URL, --run-dir DIR or set BFM_STORE")
     topology = default_topology(shards_per_component=shards)
     if site not in topology.site_names:
         raise UsageError(f"--site {site!r} is not one of {', '.join(topology.site_names)}")
@@ -80,7 +91,53 @@ def run(
         fencing_enabled=not fencing_disabled(),
         grants_file=Path(grants_file) if grants_file else None,
     )
-    process = SiteProcess(settings, store=coordination, clock=SystemClock())
+    try:
+        _run_until_stopped(settings, coordination, probes, stop_after_s, status_file)
+    finally:
+        coordination.close()
+
+
+def _from_run_dir(
+    run_dir: Path, site: str, store: str | None, grants_file: str | None
+) -> tuple[str, int, str, list[str], str, Any]:
+    """Store, shards, heartbeat address, peers, grants file and probes from endpoints.json."""
+    from failover.runtime.probes import ComponentProbes
+    from failover.workload.endpoints import Endpoints
+
+    try:
+        endpoints = Endpoints.load(run_dir)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    mine = endpoints.sites.get(site)
+    if mine is None:
+        raise UsageError(f"--site {site!r} is not in {run_dir}/endpoints.json")
+    peers = [
+        f"{s}={e.heartbeat[0]}:{e.heartbeat[1]}" for s, e in endpoints.sites.items() if s != site
+    ]
+    return (
+        store or endpoints.store,
+        endpoints.shards_per_component,
+        f"{mine.heartbeat[0]}:{mine.heartbeat[1]}",
+        peers,
+        grants_file or str(run_dir / f"grants-{site}.json"),
+        ComponentProbes(mine.modules) if mine.modules else None,
+    )
+
+
+def _run_until_stopped(
+    settings: Any, store: Any, probes: Any, stop_after_s: float | None, status_file: str | None
+) -> None:
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime.site_process import SiteProcess
+
+    if probes is not None:
+        probes.start()
+    process = SiteProcess(
+        settings,
+        store=store,
+        clock=SystemClock(),
+        probe=probes.alive if probes is not None else (lambda component: True),
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())
     process.start()
@@ -94,7 +151,8 @@ def run(
                 break
     finally:
         process.stop()
-        coordination.close()
+        if probes is not None:
+            probes.stop()
 
 
 def _write_status(path: str, status: dict[str, object]) -> None:

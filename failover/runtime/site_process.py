@@ -190,6 +190,8 @@ class SiteProcess:
                 "component": decision.component,
                 "shards": list(decision.shards),
                 "epoch": decision.ownership.max_epoch,
+                "epochs": [decision.ownership.shards[i].epoch for i in shards],
+                "at_wall_s": self.clock.wall(),
                 "trace_id": decision.ownership.trace_id,
             },
         )

@@ -120,6 +120,9 @@ class ModuleService:
                 frame = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 frame = None
+            if isinstance(frame, dict) and frame.get("ping") is True:
+                answers.append({"pong": True})  # the site agent's liveness probe
+                continue
             env, reason, msg_id, until_s = self.check(frame)
             if reason is not None or env is None:
                 self.stats.refuse(reason or "malformed")

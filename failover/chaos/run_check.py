@@ -1,0 +1,84 @@
+"""Judge a run directory of real processes with the history checker.
+
+Reads what the producers were told (``history-*.jsonl``), what every module recorded
+(``ledger-<site>-<component>.db``) and when each grant was committed (the controllers'
+``decision`` log lines in ``site-*.log``), and fills the common report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from failover.chaos.history import History, LedgerEntry, check
+from failover.chaos.report import Report, Violation
+from failover.workload.ledger import Ledger
+
+GRANT_KINDS = {"initial", "failover", "transfer"}
+
+
+def load_history(run_dir: Path) -> History:
+    history = History()
+    ids: dict[str, int] = {}
+
+    def number(message_id: str) -> int:
+        return ids.setdefault(message_id, len(ids))
+
+    for path in sorted(run_dir.glob("history-*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill: the message stays unacknowledged
+            if item.get("op") == "send":
+                history.send(number(item["id"]), (item["component"], int(item["shard"])), item["t"])
+            elif item.get("op") == "ack":
+                history.ack(number(item["id"]), item["t"])
+    for path in sorted(run_dir.glob("ledger-*.db")):
+        site = path.stem.split("-")[1]
+        ledger = Ledger(path, site=site)
+        for row in ledger.rows():
+            entry = LedgerEntry(
+                row.applied_at, number(row.id), (row.component, row.shard), row.epoch, row.site
+            )
+            history.apply(entry)
+        ledger.close()
+    for path in sorted(run_dir.glob("site-*.log")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if item.get("event") == "decision" and item.get("kind") in GRANT_KINDS:
+                for index, epoch in zip(item["shards"], item["epochs"], strict=True):
+                    history.commit(
+                        (item["component"], int(index)), int(epoch), float(item["at_wall_s"])
+                    )
+    return history
+
+
+def judge(run_dir: Path) -> Report:
+    history = load_history(run_dir)
+    verdict = check(history)
+    report = Report(
+        acked=verdict.acked,
+        acked_lost=verdict.acked_lost,
+        duplicates_applied=verdict.duplicates_applied,
+        stale_epoch_accepts=verdict.stale_epoch_accepts,
+        dual_owner_epochs=verdict.dual_owner_epochs,
+    )
+    waits = [
+        history.acked.get(m, float("inf")) - s
+        for m, s in history.sent.items()
+        if m in history.acked
+    ]
+    report.max_unavailability_s = max(waits, default=0.0)
+    for name, count in (
+        ("no_acked_loss", verdict.acked_lost),
+        ("single_writer", verdict.stale_epoch_accepts),
+        ("dual_owner", verdict.dual_owner_epochs),
+    ):
+        if count:
+            report.violations.append(Violation(name, 0.0, f"{count} found in {run_dir}"))
+    report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
+    return report

@@ -1,0 +1,108 @@
+"""`bfm component run` and `bfm produce`: the reference backbone's processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from failover.cli.errors import UsageError
+
+component_app = typer.Typer(help="Run one component process of a site.", no_args_is_help=True)
+
+
+def _endpoints(run_dir: str):  # type: ignore[no-untyped-def]
+    from failover.workload.endpoints import Endpoints
+
+    try:
+        return Endpoints.load(Path(run_dir))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+@component_app.command("run")
+def component_run(
+    site: Annotated[str, typer.Option(help="The worker site: a or b.")],
+    component: Annotated[
+        str, typer.Option(help="backbone (router + module), eep, eap, aam, msm or gsm.")
+    ],
+    run_dir: Annotated[
+        str, typer.Option(help="The run directory (endpoints.json, grants, ledgers).")
+    ],
+) -> None:
+    """Run one module (and, for backbone, the site's router) until SIGTERM/SIGINT."""
+    from failover.adapters.store_url import open_store
+    from failover.cli.simulate import fencing_disabled, warn_fencing_off
+    from failover.workload import component_process
+
+    endpoints = _endpoints(run_dir)
+    site = site.lower()
+    mine = endpoints.sites.get(site)
+    if mine is None or component not in mine.modules:
+        known = sorted(mine.modules) if mine else []
+        raise UsageError(
+            f"no component {component!r} at site {site!r} in {run_dir}; known: {known}"
+        )
+    if fencing_disabled():
+        warn_fencing_off()
+    store = open_store(endpoints.store)
+    try:
+        component_process.run(
+            site,
+            component,
+            run_dir=Path(run_dir),
+            store=store,
+            fencing_enabled=not fencing_disabled(),
+        )
+    finally:
+        store.close()
+
+
+def produce(
+    run_dir: Annotated[str, typer.Option(help="The run directory (endpoints.json).")],
+    rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 200.0,
+    duration: Annotated[str, typer.Option(help="How long to send, e.g. 20s.")] = "20s",
+    site: Annotated[str, typer.Option(help="Send to this site's router first.")] = "a",
+    history: Annotated[str | None, typer.Option(help="History file (JSON lines).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of message ids and keys.")] = 1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the producer's stats as JSON.")
+    ] = False,
+) -> None:
+    """Send a steady stream of messages, each retried until acknowledged; record the history."""
+    from failover.cli.durations import parse_duration_s
+    from failover.workload.producer import Producer
+
+    endpoints = _endpoints(run_dir)
+    routers = [
+        e.router for s, e in sorted(endpoints.sites.items(), key=lambda i: i[0] != site) if e.router
+    ]
+    path = Path(history) if history else Path(run_dir) / f"history-{seed}.jsonl"
+    with path.open("a", encoding="utf-8") as out:
+        producer = Producer(
+            routers,
+            rate_per_s=rate,
+            shard_count=endpoints.shards_per_component,
+            history=out,
+            wall=time.time,
+            seed=seed,
+        )
+        stats = asyncio.run(producer.run(duration_s=parse_duration_s(duration)))
+    summary = {
+        "sent": stats.sent,
+        "acked": stats.acked,
+        "retries": stats.retries,
+        "refused": stats.refused,
+        "max_wait_s": round(stats.max_wait_s, 3),
+        "history": str(path),
+    }
+    typer.echo(json.dumps(summary) if as_json else " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(component_app, name="component")
+    app.command("produce")(produce)

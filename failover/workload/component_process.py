@@ -1,0 +1,126 @@
+"""One component process of a worker site: a module service, and for ``backbone`` also the
+site's router. It reads its site's grants (the gate), learns newer epochs from the store,
+and records into its own ledger in the run directory."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+from failover.core.fencing import EpochFence, Ownership
+from failover.ports import CoordinationStore, StoreUnavailable
+from failover.runtime.documents import ownership_key, ownership_parser
+from failover.runtime.grants import GrantsReader, grants_path
+from failover.workload.endpoints import Endpoints
+from failover.workload.ledger import Ledger
+from failover.workload.module import ModuleService
+from failover.workload.router import Router
+
+STORE_POLL_INTERVAL_S = 0.1
+
+
+class OwnershipWatch:
+    """Ownership documents read in a background thread every ``STORE_POLL_INTERVAL_S``."""
+
+    def __init__(self, store: CoordinationStore, components: tuple[str, ...]) -> None:
+        self.store, self.components = store, components
+        self.current: dict[str, Ownership] = {}
+        self._parse = ownership_parser()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="ownership-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            fresh = dict(self.current)
+            for c in self.components:
+                try:
+                    got = self.store.get(ownership_key(c))
+                    if got is not None:
+                        fresh[c] = self._parse(got)
+                except (StoreUnavailable, ValueError):
+                    continue  # keep what we knew: the modules' grants are the gate
+            self.current = fresh
+            self._stop.wait(STORE_POLL_INTERVAL_S)
+
+
+async def serve(
+    site: str,
+    component: str,
+    *,
+    run_dir: Path,
+    store: CoordinationStore,
+    fencing_enabled: bool,
+    stop: asyncio.Event,
+) -> None:
+    endpoints = Endpoints.load(run_dir)
+    mine = endpoints.sites[site]
+    components = tuple(sorted(mine.modules))
+    watch = OwnershipWatch(store, components)
+    watch.start()
+    fence = EpochFence(enforce=fencing_enabled)
+    grants = GrantsReader(grants_path(run_dir, site), monotonic=time.monotonic)
+    module = ModuleService(
+        component,
+        ledger=Ledger(run_dir / f"ledger-{site}-{component}.db", site=site),
+        fence=fence,
+        grants=grants.epoch,
+        monotonic=time.monotonic,
+        wall=time.time,
+        fencing_enabled=fencing_enabled,
+    )
+    await module.start(*mine.modules[component])
+    router = None
+    if component == "backbone" and mine.router is not None:
+        router = Router(
+            site,
+            owners=lambda: watch.current,
+            modules={s: e.modules for s, e in endpoints.sites.items() if e.modules},
+        )
+        await router.start(*mine.router)
+
+    async def learn_epochs() -> None:
+        while not stop.is_set():
+            ownership = watch.current.get(component)
+            if ownership is not None:
+                for i, a in enumerate(ownership.shards):
+                    fence.learn(component, i, a.epoch)
+            await asyncio.sleep(STORE_POLL_INTERVAL_S)
+
+    learner = asyncio.create_task(learn_epochs())
+    await stop.wait()
+    learner.cancel()
+    if router is not None:
+        await router.close()
+    await module.close()
+    watch.stop()
+    module.ledger.close()
+
+
+def run(
+    site: str, component: str, *, run_dir: Path, store: CoordinationStore, fencing_enabled: bool
+) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(
+            site,
+            component,
+            run_dir=run_dir,
+            store=store,
+            fencing_enabled=fencing_enabled,
+            stop=stop,
+        )
+
+    asyncio.run(main())

@@ -1,0 +1,96 @@
+"""The run directory's map of who listens where: ``endpoints.json``.
+
+One file names the store and, per site, its heartbeat address and, per worker site, its
+router and every module's address; every process of a run reads it, and operators' commands
+find the system through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failover.core.topology import Topology
+
+ENDPOINTS_FILE = "endpoints.json"
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class SiteEndpoints:
+    heartbeat: Address
+    router: Address | None
+    modules: dict[str, Address]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    store: str
+    shards_per_component: int
+    sites: dict[str, SiteEndpoints]
+
+    def save(self, run_dir: Path) -> None:
+        data = {
+            "store": self.store,
+            "shards_per_component": self.shards_per_component,
+            "sites": {
+                s: {
+                    "heartbeat": list(e.heartbeat),
+                    "router": list(e.router) if e.router else None,
+                    "modules": {c: list(a) for c, a in e.modules.items()},
+                }
+                for s, e in self.sites.items()
+            },
+        }
+        tmp = run_dir / f".{ENDPOINTS_FILE}.tmp"
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        os.replace(tmp, run_dir / ENDPOINTS_FILE)
+
+    @staticmethod
+    def load(run_dir: Path) -> Endpoints:
+        path = run_dir / ENDPOINTS_FILE
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+            sites = {
+                s: SiteEndpoints(
+                    heartbeat=_address(e["heartbeat"]),
+                    router=_address(e["router"]) if e.get("router") else None,
+                    modules={c: _address(a) for c, a in e["modules"].items()},
+                )
+                for s, e in data["sites"].items()
+            }
+            return Endpoints(str(data["store"]), int(data["shards_per_component"]), sites)
+        except FileNotFoundError:
+            raise ValueError(
+                f"no {ENDPOINTS_FILE} in {run_dir}: is this a BFM run directory?"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"{path} is malformed ({err})") from None
+
+
+def _address(value: Any) -> Address:
+    host, port = value
+    return str(host), int(port)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def allocate(store: str, topology: Topology) -> Endpoints:
+    """Free ports on 127.0.0.1 for every process of a three-site run on this machine."""
+    sites = {}
+    for site in topology.site_names:
+        worker = topology.is_worker(site)
+        sites[site] = SiteEndpoints(
+            heartbeat=("127.0.0.1", free_port(socket.SOCK_DGRAM)),
+            router=("127.0.0.1", free_port()) if worker else None,
+            modules={c: ("127.0.0.1", free_port()) for c in topology.components} if worker else {},
+        )
+    return Endpoints(store, topology.shards_per_component, sites)
