@@ -8,13 +8,15 @@ Reads what the producers were told (``history-*.jsonl``), what every module reco
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from failover.chaos.history import History, LedgerEntry, check
-from failover.chaos.report import Report, Violation
+from failover.chaos.history import History, LedgerEntry, check, unavailability_by_fault
+from failover.chaos.report import FaultEvent, Report, Violation
 from failover.workload.ledger import Ledger
 
 GRANT_KINDS = {"initial", "failover", "transfer"}
+HEAL_LABELS = {"site_crash:heal": "site_return", "component_pause:heal": "component_resume"}
 
 
 def load_history(run_dir: Path) -> History:
@@ -57,8 +59,12 @@ def load_history(run_dir: Path) -> History:
     return history
 
 
-def judge(run_dir: Path) -> Report:
+def judge(
+    run_dir: Path, *, faults: Sequence[FaultEvent] = (), end_s: float | None = None
+) -> Report:
+    """The report of a run: the checker's verdict, and unavailability per injected fault."""
     history = load_history(run_dir)
+    history.faults.extend(faults)
     verdict = check(history)
     report = Report(
         acked=verdict.acked,
@@ -80,5 +86,10 @@ def judge(run_dir: Path) -> Report:
     ):
         if count:
             report.violations.append(Violation(name, 0.0, f"{count} found in {run_dir}"))
+    last_s = max([*history.acked.values(), *history.sent.values()], default=0.0)
+    report.unavailability_s = unavailability_by_fault(
+        history, end_s=end_s if end_s is not None else last_s, fault_kinds=HEAL_LABELS
+    )
+    report.faults = list(faults)
     report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     return report

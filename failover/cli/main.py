@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.site",
     "failover.cli.status",
     "failover.cli.workload",
+    "failover.cli.demo",
 )
 
 _EXIT_CODES_HELP = (

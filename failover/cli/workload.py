@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from failover.cli.errors import UsageError
 
+if TYPE_CHECKING:
+    from failover.workload.endpoints import Endpoints
+    from failover.workload.producer import Producer, ProducerStats
+
 component_app = typer.Typer(help="Run one component process of a site.", no_args_is_help=True)
 
 
-def _endpoints(run_dir: str):  # type: ignore[no-untyped-def]
+def _endpoints(run_dir: str) -> Endpoints:
     from failover.workload.endpoints import Endpoints
 
     try:
@@ -72,6 +77,9 @@ def produce(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the producer's stats as JSON.")
     ] = False,
+    stats_file: Annotated[
+        str | None, typer.Option(help="Write the stats as JSON here every second (for views).")
+    ] = None,
 ) -> None:
     """Send a steady stream of messages, each retried until acknowledged; record the history."""
     from failover.cli.durations import parse_duration_s
@@ -91,7 +99,11 @@ def produce(
             wall=time.time,
             seed=seed,
         )
-        stats = asyncio.run(producer.run(duration_s=parse_duration_s(duration)))
+        stats = asyncio.run(
+            _run_with_stats(
+                producer, parse_duration_s(duration), Path(stats_file) if stats_file else None
+            )
+        )
     summary = {
         "sent": stats.sent,
         "acked": stats.acked,
@@ -101,6 +113,24 @@ def produce(
         "history": str(path),
     }
     typer.echo(json.dumps(summary) if as_json else " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+async def _run_with_stats(
+    producer: Producer, duration_s: float, stats_file: Path | None
+) -> ProducerStats:
+    async def publish() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if stats_file is not None:
+                tmp = stats_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"t": time.time(), **producer.stats.snapshot()}))
+                os.replace(tmp, stats_file)
+
+    task = asyncio.create_task(publish())
+    try:
+        return await producer.run(duration_s=duration_s)
+    finally:
+        task.cancel()
 
 
 def register(app: typer.Typer) -> None:

@@ -61,6 +61,7 @@ class ModuleService:
         self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
         self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._client, host, port)
@@ -70,6 +71,10 @@ class ModuleService:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._clients):  # end open connections quietly, not by cancel
+                task.cancel()
+            if self._clients:
+                await asyncio.wait(self._clients, timeout=2.0)
             await self._server.wait_closed()
 
     def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
@@ -93,6 +98,18 @@ class ModuleService:
         return env.stamped(epoch), None, env.id, deadline_s
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+            task.add_done_callback(self._clients.discard)
+        try:
+            await self._serve_client(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # shutting down: a quiet end, the peer sees the connection close
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         pending = b""
         try:
             while True:

@@ -27,6 +27,25 @@ class ProducerStats:
     retries: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     max_wait_s: float = 0.0
+    recent_waits_s: list[float] = field(default_factory=list)  # since the last snapshot
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, and latency percentiles of the acknowledgements since the last call."""
+        waits, self.recent_waits_s = sorted(self.recent_waits_s), []
+
+        def pct(q: float) -> float:
+            return round(waits[min(len(waits) - 1, int(q * len(waits)))], 4) if waits else 0.0
+
+        return {
+            "sent": self.sent,
+            "acked": self.acked,
+            "retries": self.retries,
+            "refused": dict(self.refused),
+            "max_wait_s": round(self.max_wait_s, 3),
+            "recent_acked": len(waits),
+            "recent_p50_s": pct(0.5),
+            "recent_p99_s": pct(0.99),
+        }
 
 
 class Producer:
@@ -117,6 +136,7 @@ class Producer:
                     )
                     self.stats.acked += 1
                     self.stats.max_wait_s = max(self.stats.max_wait_s, acked_s - first_s)
+                    self.stats.recent_waits_s.append(acked_s - first_s)
                     return
                 reason = str(answer.get("reason"))
                 self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1

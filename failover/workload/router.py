@@ -40,6 +40,7 @@ class Router:
             for c, (host, port) in by_component.items()
         }
         self._server: asyncio.AbstractServer | None = None
+        self._clients: set[asyncio.Task[None]] = set()
         self.routed = 0
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -50,6 +51,10 @@ class Router:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._clients):  # end open connections quietly, not by cancel
+                task.cancel()
+            if self._clients:
+                await asyncio.wait(self._clients, timeout=2.0)
             await self._server.wait_closed()
         for link in self._links.values():
             await link.close()
@@ -75,6 +80,18 @@ class Router:
         return {**answer, "site": owner}
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+            task.add_done_callback(self._clients.discard)
+        try:
+            await self._serve_client(reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # shutting down: a quiet end, the peer sees the connection close
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         answers: asyncio.Queue[asyncio.Task[dict[str, Any]] | None] = asyncio.Queue()
 
         async def reply_in_order() -> None:

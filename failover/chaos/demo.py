@@ -1,0 +1,193 @@
+"""`bfm demo` without the screen: start the three sites, the backbone and a producer, inject
+one scenario's faults on schedule, and judge the run at the end.
+
+Scenarios (seconds after the traffic starts, ``FAULT_AT_S``):
+
+- ``component-crash``: kill -9 site a's EAP module; it is started again 3 s later;
+- ``component-pause``: SIGSTOP a's EAP module past its lease, SIGCONT 4 s later;
+- ``site-crash``: kill -9 every process of site a; a stays down;
+- ``site-return``: site-crash, then a comes back 10 s later and work is handed back;
+- ``leader-crash``: kill -9 the leading controller's site process, restarted 5 s later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failover.adapters.sqlite_store import SqliteStore
+from failover.chaos.report import FaultEvent
+from failover.core.topology import Topology
+from failover.runtime.documents import LEADER_KEY
+from failover.workload.launcher import Launcher
+
+FAULT_AT_S = 5.0
+SCENARIOS = (
+    "none",
+    "component-crash",
+    "component-pause",
+    "site-crash",
+    "site-return",
+    "leader-crash",
+)
+
+
+@dataclass
+class Step:
+    at_s: float
+    kind: str
+    target: str
+    action: str  # inject | heal
+    run: Callable[[], None]
+
+
+@dataclass
+class Demo:
+    run_dir: Path
+    topology: Topology
+    rate_per_s: float
+    duration_s: float
+    scenario: str = "none"
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r}; known: {', '.join(SCENARIOS)}")
+        self.launcher = Launcher(self.run_dir, self.topology, env=self.env)
+        self.producer: subprocess.Popen[str] | None = None
+        self.faults: list[FaultEvent] = []
+        self.steps: list[Step] = []
+        self.started_s = 0.0
+        self._leader = "w"
+
+    @property
+    def stats_file(self) -> Path:
+        return self.run_dir / "producer-stats.json"
+
+    def start(self) -> None:
+        self.launcher.prepare()
+        for site in self.topology.site_names:
+            self.launcher.start_site(site)
+
+    def start_traffic(self) -> None:
+        self.producer = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "failover",
+                "produce",
+                f"--run-dir={self.run_dir}",
+                f"--rate={self.rate_per_s}",
+                f"--duration={self.duration_s}s",
+                "--site=a",
+                f"--stats-file={self.stats_file}",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+        self.started_s = time.monotonic()
+        self.steps = self._plan()
+
+    def _plan(self) -> list[Step]:
+        l = self.launcher  # noqa: E741
+        eap = "comp-a-eap"
+        at = FAULT_AT_S
+        if self.scenario == "component-crash":
+            return [
+                Step(
+                    at, "component_crash", "a/eap", "inject", lambda: l.signal(eap, signal.SIGKILL)
+                ),
+                Step(
+                    at + 3,
+                    "component_crash",
+                    "a/eap",
+                    "heal",
+                    lambda: l.start_component("a", "eap"),
+                ),
+            ]
+        if self.scenario == "component-pause":
+            return [
+                Step(
+                    at, "component_pause", "a/eap", "inject", lambda: l.signal(eap, signal.SIGSTOP)
+                ),
+                Step(
+                    at + 4,
+                    "component_pause",
+                    "a/eap",
+                    "heal",
+                    lambda: l.signal(eap, signal.SIGCONT),
+                ),
+            ]
+        if self.scenario in ("site-crash", "site-return"):
+            steps = [Step(at, "site_crash", "a", "inject", lambda: l.kill_site("a"))]
+            if self.scenario == "site-return":
+                steps.append(Step(at + 10, "site_crash", "a", "heal", lambda: l.start_site("a")))
+            return steps
+        if self.scenario == "leader-crash":
+            return [
+                Step(at, "leader_crash", "leader", "inject", self._kill_leader),
+                Step(at + 5, "leader_crash", "leader", "heal", self._restart_leader),
+            ]
+        return []
+
+    def _kill_leader(self) -> None:
+        store = SqliteStore(self.run_dir / "bfm.db")
+        got = store.get(LEADER_KEY)
+        store.close()
+        self._leader = str(got.value["holder"]) if got else "w"
+        proc = self.launcher.procs.pop(f"site-{self._leader}")
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def _restart_leader(self) -> None:
+        site = self._leader
+        self.launcher._spawn(
+            f"site-{site}", ["site", "run", f"--site={site}", f"--run-dir={self.run_dir}"]
+        )
+
+    def tick(self) -> None:
+        """Run every step that is due."""
+        elapsed = time.monotonic() - self.started_s
+        while self.steps and self.steps[0].at_s <= elapsed:
+            step = self.steps.pop(0)
+            step.run()
+            self.faults.append(FaultEvent(time.time(), step.kind, step.target, step.action))
+
+    def traffic_done(self) -> bool:
+        return self.producer is None or self.producer.poll() is not None
+
+    def producer_stats(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.stats_file.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the producer (if still running) and every process; the producer's summary."""
+        summary: dict[str, Any] = {}
+        if self.producer is not None:
+            if self.producer.poll() is None:
+                self.producer.send_signal(signal.SIGINT)
+            try:
+                out, _ = self.producer.communicate(timeout=60)
+                summary = json.loads(out) if out.strip() else {}
+            except (subprocess.TimeoutExpired, ValueError):
+                self.producer.kill()
+                self.producer.wait(timeout=10)
+        for proc in self.launcher.procs.values():  # a paused process would ignore SIGTERM
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        self.launcher.stop()
+        return summary
