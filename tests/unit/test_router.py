@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class KillableModule(ModuleService):
 class Backbone:
     """Router of site a, eap modules at sites a and b, and the ownership the router reads."""
 
-    def __init__(self, tmp_path: Path, owners: dict[int, tuple[str | None, int]]) -> None:
+    def __init__(self, tmp_path: Path, owners: Mapping[int, tuple[str | None, int]]) -> None:
         self.grants = {"a": Grants(), "b": Grants()}
         self.modules = {
             site: KillableModule(
@@ -77,7 +77,7 @@ class Backbone:
         self.addresses: dict[str, tuple[str, int]] = {}
         self.router: Router | None = None
 
-    def own(self, owners: dict[int, tuple[str | None, int]]) -> None:
+    def own(self, owners: Mapping[int, tuple[str | None, int]]) -> None:
         """Set the eap ownership document (shard -> (site, epoch)) and each site's grants."""
         shards = tuple(Assignment(*owners.get(i, (None, 0))) for i in range(SHARDS))
         self.owners["eap"] = Ownership("eap", shards, max(a.epoch for a in shards))
@@ -120,12 +120,13 @@ class Producer:
     async def connect(address: tuple[str, int]) -> Producer:
         return Producer(*await asyncio.open_connection(*address))
 
-    async def send(self, *frames: bytes) -> list[dict[str, Any]]:
+    async def send(
+        self, *frames: bytes, timeout_s: float = ANSWER_TIMEOUT_S
+    ) -> list[dict[str, Any]]:
         self.writer.write(b"".join(frames))
         await self.writer.drain()
         return [
-            json.loads(await asyncio.wait_for(self.reader.readline(), ANSWER_TIMEOUT_S))
-            for _ in frames
+            json.loads(await asyncio.wait_for(self.reader.readline(), timeout_s)) for _ in frames
         ]
 
     def close(self) -> None:
@@ -134,7 +135,7 @@ class Producer:
 
 def _run(
     tmp_path: Path,
-    owners: dict[int, tuple[str | None, int]],
+    owners: Mapping[int, tuple[str | None, int]],
     test: Callable[[Backbone, Producer], Awaitable[None]],
 ) -> Backbone:
     backbone = Backbone(tmp_path, owners)
@@ -232,7 +233,7 @@ def test_a_payload_that_cannot_be_forwarded_is_refused_not_the_connection(
     async def test(_: Backbone, producer: Producer) -> None:
         env = json.loads(Envelope("nan", "alarm", "k", 1, 1.0).to_json())
         nan_frame = json.dumps({"env": {**env, "payload": {"x": float("nan")}}}).encode()
-        answers = await producer.send(nan_frame + b"\n", _frame("after", 1))
+        answers = await producer.send(nan_frame + b"\n", _frame("after", 1), timeout_s=0.5)
         assert answers[0]["reason"] == "malformed"
         assert answers[1] == {"id": "after", "ok": True, "epoch": 2, "site": "b"}
 
