@@ -32,6 +32,8 @@ def load_history(run_dir: Path) -> History:
                 item = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill: the message stays unacknowledged
+            if not isinstance(item, dict):
+                continue
             if item.get("op") == "send":
                 history.send(number(item["id"]), (item["component"], int(item["shard"])), item["t"])
             elif item.get("op") == "ack":
@@ -50,6 +52,8 @@ def load_history(run_dir: Path) -> History:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError:
+                continue
+            if not isinstance(item, dict):
                 continue
             if item.get("event") == "decision" and item.get("kind") in GRANT_KINDS:
                 for index, epoch in zip(item["shards"], item["epochs"], strict=True):
@@ -73,12 +77,10 @@ def judge(
         stale_epoch_accepts=verdict.stale_epoch_accepts,
         dual_owner_epochs=verdict.dual_owner_epochs,
     )
-    waits = [
-        history.acked.get(m, float("inf")) - s
-        for m, s in history.sent.items()
-        if m in history.acked
-    ]
-    report.max_unavailability_s = max(waits, default=0.0)
+    last_s = max([*history.acked.values(), *history.sent.values()], default=0.0)
+    end = end_s if end_s is not None else last_s
+    waits = [history.acked.get(m, end) - s for m, s in history.sent.items()]
+    report.max_unavailability_s = max(waits, default=0.0)  # never acked: waited to the end
     for name, count in (
         ("no_acked_loss", verdict.acked_lost),
         ("single_writer", verdict.stale_epoch_accepts),
@@ -86,10 +88,7 @@ def judge(
     ):
         if count:
             report.violations.append(Violation(name, 0.0, f"{count} found in {run_dir}"))
-    last_s = max([*history.acked.values(), *history.sent.values()], default=0.0)
-    report.unavailability_s = unavailability_by_fault(
-        history, end_s=end_s if end_s is not None else last_s, fault_kinds=HEAL_LABELS
-    )
+    report.unavailability_s = unavailability_by_fault(history, end_s=end, fault_kinds=HEAL_LABELS)
     report.faults = list(faults)
     report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     return report

@@ -77,20 +77,34 @@ def _address(value: Any) -> Address:
     return str(host), int(port)
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
+class _Ports:
+    """Free ports on 127.0.0.1, each held open until all are chosen (so none repeats)."""
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+
+    def take(self, kind: int = socket.SOCK_STREAM) -> Address:
+        s = socket.socket(socket.AF_INET, kind)
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        self._held.append(s)
+        return "127.0.0.1", int(s.getsockname()[1])
+
+    def release(self) -> None:
+        for s in self._held:
+            s.close()
 
 
 def allocate(store: str, topology: Topology) -> Endpoints:
     """Free ports on 127.0.0.1 for every process of a three-site run on this machine."""
-    sites = {}
-    for site in topology.site_names:
-        worker = topology.is_worker(site)
-        sites[site] = SiteEndpoints(
-            heartbeat=("127.0.0.1", free_port(socket.SOCK_DGRAM)),
-            router=("127.0.0.1", free_port()) if worker else None,
-            modules={c: ("127.0.0.1", free_port()) for c in topology.components} if worker else {},
-        )
+    ports, sites = _Ports(), {}
+    try:
+        for site in topology.site_names:
+            worker = topology.is_worker(site)
+            sites[site] = SiteEndpoints(
+                heartbeat=ports.take(socket.SOCK_DGRAM),
+                router=ports.take() if worker else None,
+                modules={c: ports.take() for c in topology.components} if worker else {},
+            )
+    finally:
+        ports.release()
     return Endpoints(store, topology.shards_per_component, sites)

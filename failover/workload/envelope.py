@@ -8,8 +8,9 @@ One JSON object per message::
 
 ``kind`` decides the module (alarm -> eap, event -> eep, auth -> aam, media -> msm,
 geo -> gsm, status -> backbone); ``shard`` is a stable hash of ``shard_key`` (the same in
-every process and release); ``epoch`` is stamped by the router that admits the message
-(0 until then). Anything malformed is refused with a ValueError that names the field.
+every process and release); ``epoch`` is stamped by the module that admits the message,
+from its site's grant (0 until then; routers route, modules check). Anything malformed
+is refused with a ValueError that names the field.
 """
 
 from __future__ import annotations
@@ -132,4 +133,8 @@ def _payload(data: Mapping[str, Any]) -> Mapping[str, Any]:
     value = data.get("payload", {})
     if not isinstance(value, dict):
         raise ValueError("envelope field 'payload' must be an object")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"envelope field 'payload' must be plain JSON ({err})") from None
     return value

@@ -34,6 +34,8 @@ class Link:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
         except TimeoutError:
             self._broken()  # answers are in order: a lost one spoils the connection
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved here: nobody else waits for it any more
             raise
 
     async def _open(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,7 +73,9 @@ class Producer:
         self.retry_interval_s = retry_interval_s
         self.stats = ProducerStats()
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._prefix = f"p{seed}"
+        # Unique across runs into the same directory: modules would take a repeated id
+        # for a retry and never apply it.
+        self._prefix = f"p{seed}-{os.getpid()}-{int(wall() * 1000)}"
 
     def _record(self, **fields: Any) -> None:
         self.history.write(json.dumps(fields, separators=(",", ":")) + "\n")

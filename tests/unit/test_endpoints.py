@@ -58,13 +58,6 @@ def test_allocated_ports_can_be_listened_on() -> None:
             listener.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: allocate() takes each port from free_port(), which binds port 0 and closes "
-    "the socket at once; nothing stops the kernel from handing the same port out again later "
-    "in the same allocate() (Linux picks a random free port each time), so two processes of "
-    "one run can get the same TCP port (~0.7% of allocations for the default topology)",
-)
 def test_one_allocation_never_gives_the_same_port_twice() -> None:
     topology = default_topology()
     for _ in range(5000):  # at ~0.7 % per allocation, a repeat shows within a few hundred

@@ -189,12 +189,6 @@ def test_close_fails_what_is_still_waiting() -> None:
     _run(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Link.request on timeout calls _broken(), which sets ConnectionError on the "
-    "timed-out request's own future; wait_for cancelled the shield around it, so nobody "
-    "retrieves it and asyncio logs 'Future exception was never retrieved' per timeout",
-)
 def test_a_timeout_leaves_no_unretrieved_exception_behind() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()

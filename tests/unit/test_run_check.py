@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from failover.chaos.history import check
+from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import judge, load_history
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import Ledger
@@ -113,6 +114,8 @@ def test_a_clean_run_has_no_violations(tmp_path: Path) -> None:
     assert (report.stale_epoch_accepts, report.dual_owner_epochs) == (0, 0)
     assert report.max_unavailability_s == 3.5
     assert report.extra == {"sent": 7, "unacknowledged": 0}
+    assert report.unavailability_s == {}
+    assert report.faults == []
 
 
 def test_work_applied_under_a_superseded_epoch_is_stale_and_its_ack_is_lost(
@@ -237,3 +240,23 @@ def test_an_empty_run_directory_is_judged_empty(tmp_path: Path) -> None:
     assert (report.acked, report.acked_lost, report.stale_epoch_accepts) == (0, 0, 0)
     assert report.violations == []
     assert report.extra == {"sent": 0, "unacknowledged": 0}
+
+
+def test_unavailability_is_given_per_fault_with_returns_labelled(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.decision("initial", [0], [1], at_s=100.0)
+    run.delivered("before", 0, 190.0, site="a", epoch=1)
+    run.decision("failover", [0], [2], at_s=212.0, site="b")
+    run.send("during", 0, 205.0)
+    run.apply("b", [("during", 0, 2)], at_s=214.0)
+    run.ack("during", 215.0, site="b", epoch=2)  # waited 10 s for the failover
+    run.delivered("after", 0, 240.0, site="b", epoch=2)
+    faults = [
+        FaultEvent(200.0, "site_crash", "a", "inject"),
+        FaultEvent(230.0, "site_crash", "a", "heal"),
+    ]
+    report = judge(tmp_path, faults=faults)
+    assert report.unavailability_s == {"site_crash": [10.0], "site_return": [1.0]}
+    assert report.faults == faults
+    assert report.violations == []
+    assert report.max_unavailability_s == 10.0
