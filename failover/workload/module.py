@@ -27,6 +27,7 @@ from typing import Any
 from failover.core.fencing import EpochFence
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import GrantExpired, Ledger, LedgerError
+from failover.workload.line_server import LineServer
 
 MAX_LINE_BYTES = 70 * 1024
 
@@ -41,7 +42,7 @@ class ModuleStats:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
 
-class ModuleService:
+class ModuleService(LineServer):
     """One module instance at one site."""
 
     def __init__(
@@ -60,22 +61,7 @@ class ModuleService:
         self._monotonic, self._wall = monotonic, wall
         self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[None]] = set()
-
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._client, host, port)
-        address = self._server.sockets[0].getsockname()
-        return str(address[0]), int(address[1])
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._clients):  # end open connections quietly, not by cancel
-                task.cancel()
-            if self._clients:
-                await asyncio.wait(self._clients, timeout=2.0)
-            await self._server.wait_closed()
+        super().__init__()
 
     def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
         """(stamped envelope, refusal reason or None, id, grant deadline) for one request."""
@@ -96,16 +82,6 @@ class ModuleService:
         if not self.fence.admit(env.component, env.shard, epoch):
             return env, "stale-epoch", env.id, 0.0
         return env.stamped(epoch), None, env.id, deadline_s
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-            task.add_done_callback(self._clients.discard)
-        try:
-            await self._serve_client(reader, writer)
-        except asyncio.CancelledError:
-            writer.close()  # shutting down: a quiet end, the peer sees the connection close
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -17,12 +17,13 @@ from typing import Any
 
 from failover.core.fencing import Ownership
 from failover.workload.envelope import Envelope
+from failover.workload.line_server import LineServer
 from failover.workload.linkpool import Link
 
 Owners = Callable[[], Mapping[str, Ownership]]
 
 
-class Router:
+class Router(LineServer):
     def __init__(
         self,
         site: str,
@@ -39,23 +40,11 @@ class Router:
             for s, by_component in modules.items()
             for c, (host, port) in by_component.items()
         }
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: set[asyncio.Task[None]] = set()
         self.routed = 0
-
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._client, host, port)
-        address = self._server.sockets[0].getsockname()
-        return str(address[0]), int(address[1])
+        super().__init__()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._clients):  # end open connections quietly, not by cancel
-                task.cancel()
-            if self._clients:
-                await asyncio.wait(self._clients, timeout=2.0)
-            await self._server.wait_closed()
+        await super().close()
         for link in self._links.values():
             await link.close()
 
@@ -78,16 +67,6 @@ class Router:
             return {"id": env.id, "ok": False, "reason": "module-unreachable", "site": owner}
         self.routed += 1
         return {**answer, "site": owner}
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-            task.add_done_callback(self._clients.discard)
-        try:
-            await self._serve_client(reader, writer)
-        except asyncio.CancelledError:
-            writer.close()  # shutting down: a quiet end, the peer sees the connection close
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
