@@ -249,8 +249,11 @@ def test_through_a_real_router_every_message_is_applied_once_where_its_shard_liv
         router = Router("a", owners=lambda: owners, modules=modules, timeout_s=1.0)
         address = await router.start("127.0.0.1", 0)
         producer = _producer([address], history)
-        run = asyncio.ensure_future(producer.run(duration_s=0.2, give_up_s=3.0))
-        await asyncio.sleep(0.1)  # site b takes its grants only now: until then, refusals
+        run = asyncio.ensure_future(producer.run(duration_s=0.5, give_up_s=5.0))
+        for _ in range(500):  # site b takes its grants only after a refusal was seen
+            if producer.stats.refused.get("not-owner", 0) >= 1:
+                break
+            await asyncio.sleep(0.01)
         sites["b"].epochs = {
             (c, i): e for c in DEFAULT_COMPONENTS for i, (s, e) in owner.items() if s == "b"
         }
