@@ -32,7 +32,7 @@ class ComponentProbes:
         addresses: Mapping[str, tuple[str, int]],
         *,
         interval_s: float = 0.1,
-        timeout_s: float = 0.2,
+        timeout_s: float = 0.1,
     ) -> None:
         self.addresses = dict(addresses)
         self.interval_s, self.timeout_s = interval_s, timeout_s

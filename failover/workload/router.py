@@ -30,7 +30,7 @@ class Router(LineServer):
         *,
         owners: Owners,
         modules: Mapping[str, Mapping[str, tuple[str, int]]],
-        timeout_s: float = 1.0,
+        timeout_s: float = 0.5,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module."""
         self.site = site
