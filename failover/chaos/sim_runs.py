@@ -75,10 +75,10 @@ def _run_chunk(args: tuple[SimConfig, int, Sequence[int]]) -> list[RunResult]:
 
 
 def run_all(
-    config: SimConfig, *, runs: int, seed: int, jobs: int, chunk: int = 5
+    config: SimConfig, *, runs: int, seed: int, jobs: int, chunk: int = 5, first: int = 0
 ) -> Iterator[RunResult]:
-    """Results of runs 0..runs-1, in order; ``jobs`` > 1 uses worker processes."""
-    chunks = [range(i, min(i + chunk, runs)) for i in range(0, runs, chunk)]
+    """Results of runs first..runs-1, in order; ``jobs`` > 1 uses worker processes."""
+    chunks = [range(i, min(i + chunk, runs)) for i in range(first, runs, chunk)]
     if jobs <= 1:
         for c in chunks:
             yield from _run_chunk((config, seed, c))

@@ -55,6 +55,9 @@ def simulate(
         ),
     ] = None,
     shrink: Annotated[bool, typer.Option(help="Shrink the schedules of failing runs.")] = True,
+    from_run: Annotated[
+        int, typer.Option(min=0, help="Start at this run index of the batch (resume a batch).")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
     """Simulate three sites under random faults and check every invariant at every step.
@@ -81,7 +84,12 @@ def simulate(
         report = _single(config, seed=seed, run=only_run, replay=replay)
     else:
         report = _batch(
-            config, runs=runs, seed=seed, jobs=jobs or (os.cpu_count() or 1), shrink=shrink
+            config,
+            runs=runs,
+            seed=seed,
+            jobs=jobs or (os.cpu_count() or 1),
+            shrink=shrink,
+            first=from_run,
         )
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
@@ -122,7 +130,9 @@ def _single(config: SimConfig, *, seed: int, run: int | None, replay: Path | Non
     return report
 
 
-def _batch(config: SimConfig, *, runs: int, seed: int, jobs: int, shrink: bool) -> Report:
+def _batch(
+    config: SimConfig, *, runs: int, seed: int, jobs: int, shrink: bool, first: int = 0
+) -> Report:
     from rich.console import Console
     from rich.progress import Progress
 
@@ -131,8 +141,8 @@ def _batch(config: SimConfig, *, runs: int, seed: int, jobs: int, shrink: bool) 
     console = Console(stderr=True)
     results = []
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task("simulating", total=runs)
-        for result in sim_runs.run_all(config, runs=runs, seed=seed, jobs=jobs):
+        task = progress.add_task("simulating", total=runs - first)
+        for result in sim_runs.run_all(config, runs=runs, seed=seed, jobs=jobs, first=first):
             results.append(result)
             progress.advance(task)
             if result.report["violations"]:
