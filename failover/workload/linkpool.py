@@ -1,8 +1,15 @@
 """Pipelined request/answer connections (newline-delimited JSON) to one peer each.
 
-Answers come back in request order, so each connection keeps a FIFO of waiting futures.
-A broken connection fails everything waiting on it with ``ConnectionError`` and is opened
-again on the next request.
+Answers come back in request order, so each connection keeps a FIFO of waiting futures
+with their deadlines. One timer per connection watches the oldest request (not one per
+request: that is what lets a router or producer pass thousands of messages a second).
+When the oldest passes its deadline it fails with ``TimeoutError`` and the connection is
+spoiled: everything behind it fails with ``ConnectionError``, and the next request opens a
+new connection. A broken connection fails everything waiting on it the same way.
+
+Two ways in: ``request(dict) -> dict`` for one message, and ``send(lines)`` for a batch of
+already-encoded lines, returning one future of raw answer bytes per line (the fast path:
+nothing is parsed or encoded again on the way through).
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
+
+AnswerFuture = asyncio.Future[bytes]
 
 
 class Link:
@@ -19,26 +29,24 @@ class Link:
     def __init__(self, host: str, port: int, *, timeout_s: float) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._writer: asyncio.StreamWriter | None = None
-        self._waiting: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._waiting: deque[tuple[AnswerFuture, float]] = deque()
         self._reader_task: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
 
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one message and wait for its answer (``TimeoutError``/``ConnectionError``)."""
-        await self._open()
-        assert self._writer is not None
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
-        except TimeoutError:
-            self._broken()  # answers are in order: a lost one spoils the connection
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved here: nobody else waits for it any more
-            raise
+        await self.open()
+        (future,) = self.send([json.dumps(message, separators=(",", ":")).encode() + b"\n"])
+        answer: dict[str, Any] = json.loads(await future)
+        return answer
 
-    async def _open(self) -> None:
+    async def open(self) -> None:
+        """Connect if not connected (``OSError``/``TimeoutError`` when the peer is not there)."""
         if self._writer is not None:
             return
         async with self._opening:
@@ -50,17 +58,55 @@ class Link:
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read(reader, writer))
 
+    def send(self, lines: Sequence[bytes]) -> list[AnswerFuture]:
+        """Write newline-terminated lines at once; one future per line for its answer line.
+
+        The link must be open (``await open()`` first); a closed link fails them at once.
+        """
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in lines]
+        for future in futures:  # a caller that gave up must not leave an unread error
+            future.add_done_callback(_retrieve)
+        if self._writer is None:
+            for future in futures:
+                future.set_exception(ConnectionError(f"not connected to {self.host}:{self.port}"))
+            return futures
+        deadline = loop.time() + self.timeout_s
+        self._waiting.extend((f, deadline) for f in futures)
+        self._writer.write(b"".join(lines))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._check_oldest)
+        return futures
+
+    def _check_oldest(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        oldest, deadline = self._waiting[0]
+        if loop.time() < deadline:
+            self._timer = loop.call_at(deadline, self._check_oldest)
+            return
+        # Answers are in order: a lost one spoils the connection for all behind it.
+        self._waiting.popleft()
+        if not oldest.done():
+            oldest.set_exception(
+                TimeoutError(f"no answer from {self.host}:{self.port} in {self.timeout_s} s")
+            )
+        self._broken()
+
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = b""
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                if self._waiting:
-                    future = self._waiting.popleft()
+            while chunk := await reader.read(256 * 1024):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if not self._waiting or self._writer is not writer:
+                        break  # a late answer on a spoiled connection answers nobody
+                    future, _ = self._waiting.popleft()
                     if not future.done():
-                        future.set_result(json.loads(line))
-        except (ConnectionError, ValueError):
+                        future.set_result(line)
+        except ConnectionError:
             pass
         if self._writer is writer:
             self._broken()
@@ -69,8 +115,11 @@ class Link:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self._waiting:
-            future = self._waiting.popleft()
+            future, _ = self._waiting.popleft()
             if not future.done():
                 future.set_exception(ConnectionError(f"connection to {self.host}:{self.port} lost"))
 
@@ -78,3 +127,8 @@ class Link:
         self._broken()
         if self._reader_task is not None:
             self._reader_task.cancel()
+
+
+def _retrieve(future: AnswerFuture) -> None:
+    if not future.cancelled():
+        future.exception()

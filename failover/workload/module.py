@@ -61,6 +61,7 @@ class ModuleService(LineServer):
         self._monotonic, self._wall = monotonic, wall
         self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
+        self.site = ledger.site
         super().__init__()
 
     def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
@@ -119,14 +120,16 @@ class ModuleService(LineServer):
             env, reason, msg_id, until_s = self.check(frame)
             if reason is not None or env is None:
                 self.stats.refuse(reason or "malformed")
-                answers.append({"id": msg_id, "ok": False, "reason": reason or "malformed"})
+                answers.append(
+                    {"id": msg_id, "ok": False, "reason": reason or "malformed", "site": self.site}
+                )
             else:
                 batch.append((len(answers), env))
-                answers.append({"id": env.id, "ok": True, "epoch": env.epoch})
+                answers.append({"id": env.id, "ok": True, "epoch": env.epoch, "site": self.site})
                 deadline_s = min(deadline_s, until_s)
         if batch:
             await self._record(batch, answers, deadline_s)
-        return b"".join(json.dumps(a).encode() + b"\n" for a in answers)
+        return b"".join(json.dumps(a, separators=(",", ":")).encode() + b"\n" for a in answers)
 
     async def _record(
         self, batch: list[tuple[int, Envelope]], answers: list[dict[str, Any]], deadline_s: float
@@ -148,7 +151,12 @@ class ModuleService(LineServer):
             reason = "lease-expired"
         if reason is not None:
             for position, _ in batch:
-                answers[position] = {"id": answers[position]["id"], "ok": False, "reason": reason}
+                answers[position] = {
+                    "id": answers[position]["id"],
+                    "ok": False,
+                    "reason": reason,
+                    "site": self.site,
+                }
             self.stats.refuse(reason)
             return
         self.stats.applied += sum(fresh)

@@ -10,14 +10,16 @@ the end of the run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from failover.workload.envelope import MODULE_OF_KIND, Envelope, shard_of
+from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, shard_of
 from failover.workload.linkpool import Link
 
 
@@ -49,6 +51,16 @@ class ProducerStats:
         }
 
 
+@dataclass(slots=True)
+class _Message:
+    id: str
+    component: str
+    shard: int
+    line: bytes  # the request, encoded once
+    first_s: float
+    attempts: int = 0
+
+
 class Producer:
     def __init__(
         self,
@@ -63,6 +75,7 @@ class Producer:
         retry_interval_s: float = 0.05,
         timeout_s: float = 1.0,
         max_in_flight: int = 4000,
+        tick_s: float = 0.005,
     ) -> None:
         self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
         self.rate_per_s, self.shard_count = rate_per_s, shard_count
@@ -70,80 +83,130 @@ class Producer:
         self.rng = random.Random(seed)
         self.keys = [f"device-{i}" for i in range(keys)]
         self.kinds = sorted(MODULE_OF_KIND)
-        self.retry_interval_s = retry_interval_s
+        self.retry_interval_s, self.max_in_flight, self.tick_s = (
+            retry_interval_s,
+            max_in_flight,
+            tick_s,
+        )
         self.stats = ProducerStats()
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight = 0  # sent, neither acknowledged nor given up
+        self._retries: deque[tuple[float, _Message]] = deque()  # (due, message), by due
+        self._preferred = 0  # the router that acknowledged last: new messages go there
+        self._deadline = 0.0
+        self._sending: set[asyncio.Task[None]] = set()
         # Unique across runs into the same directory: modules would take a repeated id
         # for a retry and never apply it.
         self._prefix = f"p{seed}-{os.getpid()}-{int(wall() * 1000)}"
-
-    def _record(self, **fields: Any) -> None:
-        self.history.write(json.dumps(fields, separators=(",", ":")) + "\n")
 
     async def run(self, *, duration_s: float, give_up_s: float = 30.0) -> ProducerStats:
         """Send for ``duration_s``, then wait up to ``give_up_s`` for the unacknowledged."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        tasks: set[asyncio.Task[None]] = set()
-        deadline = start + duration_s + give_up_s
+        self._deadline = start + duration_s + give_up_s
         n = 0
-        while (now := loop.time()) < start + duration_s:
-            due = int((now - start) * self.rate_per_s) + 1
-            while n < due:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._deliver(self._message(n), deadline))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                n += 1
-            await asyncio.sleep(min(0.01, 1.0 / self.rate_per_s))
-        if tasks:
-            await asyncio.wait(tasks)
+        while True:
+            now = loop.time()
+            outgoing: dict[int, list[_Message]] = {}
+            while self._retries and self._retries[0][0] <= now:
+                _, msg = self._retries.popleft()
+                outgoing.setdefault(self._next_router(msg), []).append(msg)
+            if now < start + duration_s:
+                due = int((now - start) * self.rate_per_s) + 1
+                while n < due and self._in_flight < self.max_in_flight:
+                    msg = self._message(n)
+                    n += 1
+                    outgoing.setdefault(self._next_router(msg), []).append(msg)
+            elif self._in_flight == 0 or now > self._deadline + 2 * self.links[0].timeout_s:
+                break
+            for index, batch in outgoing.items():
+                task = asyncio.create_task(self._send(index, batch))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+            await asyncio.sleep(self.tick_s)
         for link in self.links:
             await link.close()
         self.history.flush()
         return self.stats
 
-    def _message(self, n: int) -> Envelope:
+    def _message(self, n: int) -> _Message:
         key = self.rng.choice(self.keys)
-        return Envelope(
-            id=f"{self._prefix}-{n}",
-            kind=self.kinds[n % len(self.kinds)],
-            shard_key=key,
-            shard=shard_of(key, self.shard_count),
-            sent_at=self._wall(),
-        )
-
-    async def _deliver(self, env: Envelope, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
+        kind = self.kinds[n % len(self.kinds)]
+        shard = shard_of(key, self.shard_count)
         first_s = self._wall()
-        self._record(op="send", id=env.id, component=env.component, shard=env.shard, t=first_s)
+        env = {
+            "schema": SCHEMA,
+            "id": f"{self._prefix}-{n}",
+            "kind": kind,
+            "shard_key": key,
+            "shard": shard,
+            "sent_at": first_s,
+        }
+        line = b'{"env":' + json.dumps(env, separators=(",", ":")).encode() + b"}\n"
+        msg = _Message(str(env["id"]), MODULE_OF_KIND[kind], shard, line, first_s)
+        self.history.write(
+            f'{{"op":"send","id":"{msg.id}","component":"{msg.component}",'
+            f'"shard":{shard},"t":{first_s!r}}}\n'
+        )
         self.stats.sent += 1
-        frame = {"env": json.loads(env.to_json())}
+        self._in_flight += 1
+        return msg
+
+    def _next_router(self, msg: _Message) -> int:
+        index = (self._preferred + msg.attempts) % len(self.links)
+        msg.attempts += 1
+        return index
+
+    async def _send(self, index: int, batch: list[_Message]) -> None:
+        link = self.links[index]
         try:
-            attempt = 0
-            while loop.time() < deadline:
-                link = self.links[attempt % len(self.links)]
-                attempt += 1
-                try:
-                    answer = await link.request(frame)
-                except (TimeoutError, ConnectionError, OSError):
-                    answer = {"ok": False, "reason": "router-unreachable"}
-                if answer.get("ok"):
-                    acked_s = self._wall()
-                    self._record(
-                        op="ack",
-                        id=env.id,
-                        t=acked_s,
-                        site=answer.get("site"),
-                        epoch=answer.get("epoch"),
-                    )
-                    self.stats.acked += 1
-                    self.stats.max_wait_s = max(self.stats.max_wait_s, acked_s - first_s)
-                    self.stats.recent_waits_s.append(acked_s - first_s)
-                    return
-                reason = str(answer.get("reason"))
-                self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
-                self.stats.retries += 1
-                await asyncio.sleep(self.retry_interval_s)
-        finally:
-            self._slots.release()
+            await link.open()
+        except (TimeoutError, OSError):
+            for msg in batch:
+                self._refused(msg, "router-unreachable")
+            return
+        futures = link.send([msg.line for msg in batch])
+        for msg, future in zip(batch, futures, strict=True):
+            future.add_done_callback(functools.partial(self._answered, msg, index))
+
+    def _answered(self, msg: _Message, index: int, future: asyncio.Future[bytes]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._refused(msg, "router-unreachable")
+            return
+        try:
+            answer = json.loads(future.result())
+        except ValueError:
+            answer = {"reason": "bad-answer"}
+        if not isinstance(answer, dict):
+            answer = {"reason": "bad-answer"}
+        if answer.get("ok") is not True:
+            self._refused(msg, str(answer.get("reason")))
+            return
+        acked_s = self._wall()
+        self.history.write(
+            json.dumps(
+                {
+                    "op": "ack",
+                    "id": msg.id,
+                    "t": acked_s,
+                    "site": answer.get("site"),
+                    "epoch": answer.get("epoch"),
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
+        self._preferred = index
+        self._in_flight -= 1
+        self.stats.acked += 1
+        wait_s = acked_s - msg.first_s
+        self.stats.max_wait_s = max(self.stats.max_wait_s, wait_s)
+        self.stats.recent_waits_s.append(wait_s)
+
+    def _refused(self, msg: _Message, reason: str) -> None:
+        self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+        self.stats.retries += 1
+        due = asyncio.get_running_loop().time() + self.retry_interval_s
+        if due < self._deadline:
+            self._retries.append((due, msg))
+        else:
+            self._in_flight -= 1  # given up: no ack line, the checker counts it unacknowledged

@@ -82,7 +82,7 @@ def test_shards_this_site_holds_no_grant_for_are_refused(tmp_path: Path) -> None
     service = _service(tmp_path, Granted(FakeClock(), {0: 3}))
     answers = asyncio.run(_exchange(service, _frame(0) + _frame(1), 2))
     assert answers[0]["ok"]
-    assert answers[1] == {"id": "m1", "ok": False, "reason": "not-owner"}
+    assert answers[1] == {"id": "m1", "ok": False, "reason": "not-owner", "site": "a"}
 
 
 def test_a_grant_that_ran_out_admits_nothing(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_a_grant_that_ran_out_admits_nothing(tmp_path: Path) -> None:
     clock.advance(1.5)  # the agent stopped renewing the grants
     service = _service(tmp_path, grants)
     answers = asyncio.run(_exchange(service, _frame(1), 1))
-    assert answers == [{"id": "m1", "ok": False, "reason": "not-owner"}]
+    assert answers == [{"id": "m1", "ok": False, "reason": "not-owner", "site": "a"}]
     assert len(service.ledger) == 0
 
 
@@ -99,7 +99,7 @@ def test_a_superseded_epoch_is_refused(tmp_path: Path) -> None:
     service = _service(tmp_path, Granted(FakeClock(), ALL))
     service.fence.learn("eap", 1, 5)  # a newer owner holds shard 1 under epoch 5
     answers = asyncio.run(_exchange(service, _frame(1) + _frame(0), 2))
-    assert answers[0] == {"id": "m1", "ok": False, "reason": "stale-epoch"}
+    assert answers[0] == {"id": "m1", "ok": False, "reason": "stale-epoch", "site": "a"}
     assert answers[1]["ok"]
     assert [r.id for r in service.ledger.rows()] == ["m0"]
 
@@ -154,4 +154,4 @@ def test_a_ledger_that_cannot_write_refuses_instead_of_acknowledging(tmp_path: P
     service = _service(tmp_path, Granted(FakeClock(), ALL))
     service.ledger.close()
     answers = asyncio.run(_exchange(service, _frame(1), 1))
-    assert answers == [{"id": "m1", "ok": False, "reason": "ledger-error"}]
+    assert answers == [{"id": "m1", "ok": False, "reason": "ledger-error", "site": "a"}]

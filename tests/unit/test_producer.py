@@ -164,7 +164,10 @@ def test_messages_go_to_the_router_that_is_up() -> None:
         n = len(up.seen)
         assert n >= 10
         assert (stats.sent, stats.acked) == (n, n)
-        assert stats.refused == {"router-unreachable": n}  # one try at the first router each
+        # Only the first messages try the router that is down: once the other one
+        # acknowledged, new messages go there first.
+        assert set(stats.refused) == {"router-unreachable"}
+        assert 1 <= stats.refused["router-unreachable"] < n
         await up.close()
 
     _run(scenario)
