@@ -8,6 +8,7 @@ import asyncio
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from failover.core.fencing import EpochFence, Ownership
@@ -20,6 +21,24 @@ from failover.workload.module import ModuleService
 from failover.workload.router import Router
 
 STORE_POLL_INTERVAL_S = 0.1
+GRANTS_CACHE_REFRESH_S = 0.25
+"""How often a module re-reads its site's grants for admission; commits check them fresh."""
+
+
+class CachedGrants:
+    """A site's grants as of the last ``refresh()`` (the module's admission view)."""
+
+    def __init__(self, reader: GrantsReader, monotonic: Callable[[], float]) -> None:
+        self.reader, self._monotonic = reader, monotonic
+        self.current = reader.current()
+
+    def refresh(self) -> None:
+        self.current = self.reader.current()
+
+    def epoch(self, component: str, index: int) -> tuple[int, float] | None:
+        grants = self.current
+        epoch = grants.epoch(component, index, now_mono_s=self._monotonic())
+        return None if epoch is None else (epoch, grants.valid_until_mono_s)
 
 
 class OwnershipWatch:
@@ -68,12 +87,14 @@ async def serve(
     watch = OwnershipWatch(store, components)
     watch.start()
     fence = EpochFence(enforce=fencing_enabled)
-    grants = GrantsReader(grants_path(run_dir, site), monotonic=time.monotonic)
+    path = grants_path(run_dir, site)
+    cached = CachedGrants(GrantsReader(path, monotonic=time.monotonic), time.monotonic)
     module = ModuleService(
         component,
         ledger=Ledger(run_dir / f"ledger-{site}-{component}.db", site=site),
         fence=fence,
-        grants=grants.epoch,
+        grants=cached.epoch,
+        grants_now=GrantsReader(path, monotonic=time.monotonic).epoch,
         monotonic=time.monotonic,
         wall=time.time,
         fencing_enabled=fencing_enabled,
@@ -96,9 +117,16 @@ async def serve(
                     fence.learn(component, i, a.epoch)
             await asyncio.sleep(STORE_POLL_INTERVAL_S)
 
+    async def refresh_grants() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(GRANTS_CACHE_REFRESH_S)
+            cached.refresh()
+
     learner = asyncio.create_task(learn_epochs())
+    refresher = asyncio.create_task(refresh_grants())
     await stop.wait()
     learner.cancel()
+    refresher.cancel()
     if router is not None:
         await router.close()
     await module.close()

@@ -10,10 +10,17 @@ The module is the gate, on the owner's host: it admits a message only under its 
 published grant for the shard (``failover.runtime.grants``: epoch, valid until a deadline
 on this host's monotonic clock), stamps that epoch, and refuses it when the site holds no
 live grant (``not-owner``), when a newer epoch is known for the shard (``stale-epoch``),
-when the grant ran out before the ledger commit (``lease-expired``: the process was paused
-in between), when it is for another module (``wrong-module``) or not a valid envelope
-(``malformed``). Work passes into the ledger in batches (group commit) and is
-acknowledged only after the commit.
+when the grant ran out or was withdrawn before the ledger commit (``lease-expired``: the
+process was paused in between, or the agent drained or released the shard meanwhile),
+when it is for another module (``wrong-module``) or not a valid envelope (``malformed``).
+Work passes into the ledger in batches (group commit) and is acknowledged only after the
+commit.
+
+Admission may use a cached view of the grants (``grants``, refreshed every few hundred
+milliseconds: no file read per message); the fence is the check inside the ledger
+transaction (``grants_now``, read fresh): every grant a batch was admitted under must still
+hold, unexpired, at the commit. With fencing switched off (a test build) that check is
+skipped and the cached view decides alone, which is how a system without fencing behaves.
 """
 
 from __future__ import annotations
@@ -53,11 +60,13 @@ class ModuleService(LineServer):
         fence: EpochFence,
         grants: Callable[[str, int], tuple[int, float] | None],
         monotonic: Callable[[], float],
+        grants_now: Callable[[str, int], tuple[int, float] | None] | None = None,
         wall: Callable[[], float],
         fencing_enabled: bool = True,
     ) -> None:
         self.component = component
         self.ledger, self.fence, self.grants = ledger, fence, grants
+        self.grants_now = grants_now or grants
         self._monotonic, self._wall = monotonic, wall
         self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
@@ -134,8 +143,22 @@ class ModuleService(LineServer):
     async def _record(
         self, batch: list[tuple[int, Envelope]], answers: list[dict[str, Any]], deadline_s: float
     ) -> None:
+        held = {(env.component, env.shard, env.epoch) for _, env in batch}
+
         def still_granted() -> bool:
-            return not self.fencing_enabled or self._monotonic() <= deadline_s
+            # Asked inside the ledger transaction, just before COMMIT: the grant each message
+            # was admitted under must still hold now, as the agent publishes it (a drain or
+            # a released component withdraws it), and its lease must not have run out.
+            if not self.fencing_enabled:
+                return True
+            now_s = self._monotonic()
+            if now_s > deadline_s:
+                return False
+            for component, index, epoch in held:
+                grant = self.grants_now(component, index)
+                if grant is None or grant[0] != epoch or now_s > grant[1]:
+                    return False
+            return True
 
         reason = None
         try:

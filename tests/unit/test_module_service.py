@@ -155,3 +155,38 @@ def test_a_ledger_that_cannot_write_refuses_instead_of_acknowledging(tmp_path: P
     service.ledger.close()
     answers = asyncio.run(_exchange(service, _frame(1), 1))
     assert answers == [{"id": "m1", "ok": False, "reason": "ledger-error", "site": "a"}]
+
+
+def test_a_grant_withdrawn_after_admission_is_refused_at_the_commit(tmp_path: Path) -> None:
+    """Admission sees a cached grant; the fresh view at the commit no longer has it (the
+    agent drained or released the shard meanwhile): nothing is recorded or acknowledged."""
+    clock = FakeClock()
+    cached = Granted(clock, ALL)
+    now = Granted(clock, {0: 3, 1: 3, 2: 4})  # shard 3 withdrawn
+    service = _service(tmp_path, cached, grants_now=now)
+    answers = asyncio.run(_exchange(service, _frame(3), 1))
+    assert answers == [{"id": "m3", "ok": False, "reason": "lease-expired", "site": "a"}]
+    assert len(service.ledger) == 0
+
+
+def test_a_grant_moved_to_a_newer_epoch_is_refused_at_the_commit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = _service(tmp_path, Granted(clock, ALL), grants_now=Granted(clock, {**ALL, 3: 9}))
+    answers = asyncio.run(_exchange(service, _frame(3), 1))
+    assert answers[0]["reason"] == "lease-expired"
+    assert len(service.ledger) == 0
+
+
+def test_without_fencing_the_cached_grant_decides_alone(tmp_path: Path) -> None:
+    """The test build with fencing off (BFM_TEST_DISABLE_FENCING=1) writes under the stale
+    grant: this is the stale write the checker must catch in the scenario tests."""
+    clock = FakeClock()
+    service = _service(
+        tmp_path,
+        Granted(clock, ALL),
+        grants_now=Granted(clock, {}),
+        fencing_enabled=False,
+    )
+    answers = asyncio.run(_exchange(service, _frame(3), 1))
+    assert answers == [{"id": "m3", "ok": True, "epoch": 4, "site": "a"}]
+    assert len(service.ledger) == 1
