@@ -3,6 +3,11 @@
 A TCP connect is not enough (a paused process's kernel still accepts connections): each
 component must answer ``{"ping": true}`` with ``{"pong": true}`` within ``timeout_s``.
 Results are kept per component and read without blocking by the site agent's probe.
+
+A refused connection means nobody listens any more: the process is gone (``exited``), and
+the agent takes it down at once. A ping that is not answered in time may be a paused or
+hung process, or only a busy one on a loaded host: the agent's detector waits for several
+in a row before it takes the component down (``DetectorTiming.down_after_failures``).
 """
 
 from __future__ import annotations
@@ -12,16 +17,25 @@ import socket
 import threading
 from collections.abc import Mapping
 
+OK, REFUSED, UNANSWERED = "ok", "refused", "unanswered"
 
-def ping(address: tuple[str, int], *, timeout_s: float) -> bool:
+
+def ping_state(address: tuple[str, int], *, timeout_s: float) -> str:
+    """``ok``, ``refused`` (nothing listens: the process is gone) or ``unanswered``."""
     try:
         with socket.create_connection(address, timeout=timeout_s) as conn:
             conn.settimeout(timeout_s)
             conn.sendall(b'{"ping": true}\n')
             answer = conn.recv(256)
-        return json.loads(answer.split(b"\n", 1)[0]).get("pong") is True
+        return OK if json.loads(answer.split(b"\n", 1)[0]).get("pong") is True else UNANSWERED
+    except ConnectionRefusedError:
+        return REFUSED
     except (OSError, ValueError, AttributeError):
-        return False
+        return UNANSWERED
+
+
+def ping(address: tuple[str, int], *, timeout_s: float) -> bool:
+    return ping_state(address, timeout_s=timeout_s) == OK
 
 
 class ComponentProbes:
@@ -36,7 +50,7 @@ class ComponentProbes:
     ) -> None:
         self.addresses = dict(addresses)
         self.interval_s, self.timeout_s = interval_s, timeout_s
-        self._alive = dict.fromkeys(self.addresses, False)
+        self._state = dict.fromkeys(self.addresses, REFUSED)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, args=(c,), name=f"probe-{c}", daemon=True)
@@ -54,10 +68,14 @@ class ComponentProbes:
 
     def alive(self, component: str) -> bool:
         """The last answer; a component without an address counts as alive (not managed)."""
-        return self._alive.get(component, True)
+        return self._state.get(component, OK) == OK
+
+    def exited(self, component: str) -> bool:
+        """Whether the last ping found nobody listening (the process is gone)."""
+        return self._state.get(component, OK) == REFUSED
 
     def _loop(self, component: str) -> None:
         address = self.addresses[component]
         while not self._stop.is_set():
-            self._alive[component] = ping(address, timeout_s=self.timeout_s)
+            self._state[component] = ping_state(address, timeout_s=self.timeout_s)
             self._stop.wait(self.interval_s)

@@ -39,10 +39,14 @@ class SiteAgentRuntime:
         probe: Callable[[str], bool],
         busy: Callable[[], Collection[tuple[str, int]]] = tuple,
         fencing_enabled: bool = True,
+        exited: Callable[[str], bool] | None = None,
     ) -> None:
+        """``probe(c)``: the component answered its last probe. ``exited(c)``: its process
+        is gone for certain (down at once); without it every failed probe counts as that."""
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
         self.probe, self.busy = probe, busy
+        self.exited = exited or (lambda component: not probe(component))
         self.agent = SiteAgent(
             site, timing=timing, peers=topology.workers, fencing_enabled=fencing_enabled
         )
@@ -112,7 +116,7 @@ class SiteAgentRuntime:
         """
         for c, detector in self.detectors.items():
             alive = self.probe(c)
-            detector.probe(ok=alive, exited=not alive)
+            detector.probe(ok=alive, exited=not alive and self.exited(c))
         with contextlib.suppress(StoreUnavailable):  # renewals, not reads, tell store_ok
             self._read_ownership()
         fences = self.agent.fence_count
@@ -160,7 +164,7 @@ class SiteAgentRuntime:
             component=component,
             index=index,
             now_s=self.clock.monotonic(),
-            component_up=self.probe(component),
+            component_up=self.detectors[component].health is not Health.DOWN,
         )
         return a.epoch if ok else None
 

@@ -26,8 +26,13 @@ AnswerFuture = asyncio.Future[bytes]
 class Link:
     """One pipelined connection to ``(host, port)``."""
 
-    def __init__(self, host: str, port: int, *, timeout_s: float) -> None:
+    def __init__(self, host: str, port: int, *, timeout_s: float, cooldown_s: float = 0.0) -> None:
+        """``cooldown_s``: after a timeout, fail at once for this long instead of sending
+        more work to a peer that just stopped answering (a paused process's kernel still
+        accepts connections, and every request would wait out the timeout again)."""
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.cooldown_s = cooldown_s
+        self._cool_until = float("-inf")
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: deque[tuple[AnswerFuture, float]] = deque()
         self._reader_task: asyncio.Task[None] | None = None
@@ -49,6 +54,8 @@ class Link:
         """Connect if not connected (``OSError``/``TimeoutError`` when the peer is not there)."""
         if self._writer is not None:
             return
+        if asyncio.get_running_loop().time() < self._cool_until:
+            raise ConnectionError(f"{self.host}:{self.port} did not answer; cooling down")
         async with self._opening:
             if self._writer is not None:
                 return
@@ -88,6 +95,7 @@ class Link:
             self._timer = loop.call_at(deadline, self._check_oldest)
             return
         # Answers are in order: a lost one spoils the connection for all behind it.
+        self._cool_until = loop.time() + self.cooldown_s
         self._waiting.popleft()
         if not oldest.done():
             oldest.set_exception(

@@ -42,12 +42,13 @@ class Router(LineServer):
         owners: Owners,
         modules: Mapping[str, Mapping[str, tuple[str, int]]],
         timeout_s: float = 0.5,
+        cooldown_s: float = 0.25,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module."""
         self.site = site
         self._owners = owners
         self._links = {
-            (s, c): Link(host, port, timeout_s=timeout_s)
+            (s, c): Link(host, port, timeout_s=timeout_s, cooldown_s=cooldown_s)
             for s, by_component in modules.items()
             for c, (host, port) in by_component.items()
         }

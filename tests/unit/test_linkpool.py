@@ -211,3 +211,27 @@ def test_a_timeout_leaves_no_unretrieved_exception_behind() -> None:
 
     _run(scenario)
     assert unhandled == []
+
+
+def test_after_a_timeout_the_link_fails_fast_for_its_cooldown_then_tries_again() -> None:
+    async def silent_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    async def scenario() -> None:
+        connections = Connections(silent_once, _echo)
+        server, port = await _serve(connections)
+        link = Link("127.0.0.1", port, timeout_s=0.1, cooldown_s=0.3)
+        with pytest.raises(TimeoutError):
+            await link.request({"n": 0})
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="cooling down"):
+            await link.request({"n": 1})
+        assert time.monotonic() - started < 0.1  # at once, not after another timeout
+        assert connections.count == 1
+        await asyncio.sleep(0.35)
+        assert await link.request({"n": 2}) == {"n": 2}
+        await link.close()
+        server.close()
+
+    _run(scenario)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from failover.core.fencing import EpochFence
-from failover.runtime.probes import ComponentProbes, ping
+from failover.runtime.probes import REFUSED, UNANSWERED, ComponentProbes, ping, ping_state
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
 
@@ -83,6 +83,8 @@ def test_a_closed_port_is_not_alive() -> None:
     started = time.monotonic()
     assert not ping(_closed_port(), timeout_s=1.0)
     assert time.monotonic() - started < 1.0
+    # Nobody listens: the process is gone, which the agent may act on at once.
+    assert ping_state(_closed_port(), timeout_s=1.0) == REFUSED
 
 
 def test_a_connection_accepted_but_never_answered_is_not_alive_within_the_timeout() -> None:
@@ -90,6 +92,8 @@ def test_a_connection_accepted_but_never_answered_is_not_alive_within_the_timeou
         started = time.monotonic()
         assert not ping(address, timeout_s=0.2)
         took_s = time.monotonic() - started
+        # Paused, hung or only slow: not certain, so the detector waits for more of them.
+        assert ping_state(address, timeout_s=0.2) == UNANSWERED
     assert 0.15 <= took_s < 1.0
 
 

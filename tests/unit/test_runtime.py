@@ -101,6 +101,7 @@ class Cluster:
         self.controllers: dict[str, ControllerRuntime] = {}
         self.running_agents: set[str] = set()
         self.running_controllers: set[str] = set()
+        self.hung: set[tuple[str, str]] = set()  # probes unanswered, process still there
         for w in WORKERS:
             self.start_agent(w)
         for s in SITES:
@@ -117,7 +118,8 @@ class Cluster:
             topology=TOPOLOGY,
             timing=TIMING,
             detector=DETECTOR,
-            probe=lambda component: (site, component) not in self.down,
+            probe=lambda c: (site, c) not in self.down and (site, c) not in self.hung,
+            exited=lambda c: (site, c) in self.down,
         )
         self.generations[site] = self.generations.get(site, 0) + 1
         label = f"{site}/{self.generations[site]}"
@@ -404,6 +406,27 @@ def test_component_down_moves_only_its_shards_at_that_site_within_a_second(
             assert (now.owner, now.epoch) == ("b", eap.max_epoch + 1)
         else:
             assert now == was
+    assert cluster.violations == []
+
+
+def test_one_unanswered_probe_moves_nothing_a_hang_moves_the_component(
+    memory: MemoryStore,
+) -> None:
+    """Unanswered is not exited: a busy moment is ridden out, a lasting hang is not."""
+    cluster = started(memory)
+    blip_s = cluster.now()
+    cluster.hung.add(("a", "eap"))
+    cluster.run(DETECTOR.probe_interval_s)
+    cluster.hung.clear()
+    cluster.run(2.0)
+    assert cluster.commits_since(blip_s) == []
+
+    hang_s = cluster.now()
+    cluster.hung.add(("a", "eap"))
+    moved_s = cluster.run_until(
+        lambda: cluster.served_by_owner("eap", sites=("b",)), limit_s=3.0, what="eap at b"
+    )
+    assert moved_s - hang_s < 2.0
     assert cluster.violations == []
 
 
