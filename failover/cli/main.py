@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.simulate",
     "failover.cli.site",
     "failover.cli.status",
+    "failover.cli.operate",
     "failover.cli.workload",
     "failover.cli.demo",
 )

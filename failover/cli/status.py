@@ -1,25 +1,61 @@
-"""`bfm status`: sites, leader, and who owns what, read from the coordination store."""
+"""`bfm status`: sites, leader, who owns what, the operator's choices and the latest events.
+
+Also the helpers every command that talks to a running system shares: finding the store
+(``--store``, ``--run-dir``, ``$BFM_STORE``), opening it with clear errors, and telling a
+running system from an empty store.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from failover.cli.errors import Unreachable, UsageError
 
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from failover.core.topology import Topology
+    from failover.ports import CoordinationStore
+
+STORE_ENV = "BFM_STORE"
 STORE_HELP = "Coordination store URL (default: $BFM_STORE), e.g. sqlite:///var/lib/bfm/bfm.db."
+RUN_DIR_HELP = "A run directory (bfm demo's): its endpoints.json names the store."
+STATUS_EVENTS = 5  # events shown by `bfm status`
+
+StoreOption = Annotated[str | None, typer.Option("--store", help=STORE_HELP)]
+RunDirOption = Annotated[Path | None, typer.Option("--run-dir", help=RUN_DIR_HELP)]
+
+
+def store_url(store: str | None, run_dir: Path | None) -> str:
+    """The store to use: ``--store``, else the run directory's, else ``$BFM_STORE``."""
+    if store:
+        return store
+    if run_dir is not None:
+        from failover.workload.endpoints import Endpoints
+
+        try:
+            return Endpoints.load(run_dir).store
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    from_env = os.environ.get(STORE_ENV, "").strip()
+    if from_env:
+        return from_env
+    raise UsageError(f"no store given: pass --store URL or --run-dir DIR, or set {STORE_ENV}")
 
 
 def open_existing_store(url: str | None) -> Any:
     """The store named by ``url``; a clear error if none is named, found or reachable."""
     from failover.adapters.store_url import StoreUrlError, open_store
+    from failover.ports import StoreUnavailable
 
     if not url:
-        raise UsageError("no store given: pass --store URL or set BFM_STORE")
+        raise UsageError(f"no store given: pass --store URL or set {STORE_ENV}")
     if url.startswith("sqlite://"):
         path = Path(url.removeprefix("sqlite://"))
         if not path.exists():
@@ -30,9 +66,25 @@ def open_existing_store(url: str | None) -> Any:
         return open_store(url)
     except StoreUrlError as err:
         raise UsageError(str(err).removeprefix("bfm: ")) from None
+    except StoreUnavailable as err:
+        raise Unreachable(f"cannot reach the store {url} ({err}); is it running?") from None
 
 
-def read_status(store: Any, *, now_wall_s: float) -> dict[str, Any]:
+def topology_from(store: CoordinationStore) -> Topology:
+    """The running system's topology: the default sites and components, and its shard count."""
+    from failover.core.topology import DEFAULT_SHARDS_PER_COMPONENT, default_topology
+    from failover.runtime.documents import OWNERSHIP_PREFIX
+
+    shards = DEFAULT_SHARDS_PER_COMPONENT
+    for item in store.list(OWNERSHIP_PREFIX):
+        raw = item.value.get("shards")
+        if isinstance(raw, list) and raw:
+            shards = len(raw)
+            break
+    return default_topology(shards_per_component=shards)
+
+
+def read_status(store: Any, *, now_wall_s: float, events: int = STATUS_EVENTS) -> dict[str, Any]:
     """Everything `bfm status` shows, as plain data (also its --json output)."""
     from failover.core.agent import LeaseRecord
     from failover.core.fencing import Ownership
@@ -75,15 +127,43 @@ def read_status(store: Any, *, now_wall_s: float) -> dict[str, Any]:
             "max_epoch": ownership.max_epoch,
             "draining": sum(1 for a in ownership.shards if a.draining),
         }
+    result["admin"] = read_admin(store)
+    result["events"] = read_event_docs(store, limit=events)
     return result
 
 
+def read_admin(store: Any) -> dict[str, Any]:
+    """The operator's choices as plain data; ``{"damaged": why}`` when unreadable."""
+    from failover.runtime.admin import read_policy
+
+    try:
+        return read_policy(store).to_doc()
+    except ValueError as err:
+        return {"damaged": str(err)}
+
+
+def read_event_docs(
+    store: Any, *, since_wall_s: float | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The recorded events as plain data, oldest first, each with its sequence."""
+    from failover.runtime.admin import read_events
+
+    history = read_events(store, since_wall_s=since_wall_s, limit=limit)
+    docs = [{"sequence": sequence, **event.to_doc()} for sequence, event in history.events]
+    docs += [{"damaged": why} for why in history.damaged]
+    return docs
+
+
 def status(
-    store: Annotated[str | None, typer.Option(envvar="BFM_STORE", help=STORE_HELP)] = None,
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show the sites, the leader and who owns which shards (exit 3: no system found)."""
-    coordination = open_existing_store(store)
+    """Show the sites, the leader, who owns which shards, drains, pins and the latest events.
+
+    Exit 3 when no system is found in the store or the store cannot be reached.
+    """
+    coordination = open_existing_store(store_url(store, run_dir))
     try:
         data = read_status(coordination, now_wall_s=time.time())
     finally:
@@ -93,16 +173,21 @@ def status(
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    _print(data)
-
-
-def _print(data: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    Console().print(render(data))
+
+
+def render(data: dict[str, Any]) -> Group:
+    """`bfm status`'s view of ``read_status`` data (also what `bfm watch` refreshes)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     leader = data["leader"] or {}
-    console.print(f"store {data['store']}  leader: {leader.get('site', 'none')}")
+    head = f"store {data['store']}  leader: {leader.get('site', 'none')}"
+    if "term" in leader:
+        head += f" (term {leader['term']})"
     sites = Table(title="sites")
     for column in ("site", "session", "renewed", "components up", "store"):
         sites.add_column(column)
@@ -119,12 +204,12 @@ def _print(data: dict[str, Any]) -> None:
             ", ".join(info["components_up"]) or "[red]none[/red]",
             "ok" if info["store_ok"] else "[red]unreachable[/red]",
         )
-    console.print(sites)
     owners = Table(title="shards per site")
     all_sites = sorted(
         {s for o in data["ownership"].values() for s in o.get("shards_per_site", {})}
     )
-    for column in ("component", *all_sites, "max epoch", "draining"):
+    pins = data.get("admin", {}).get("pinned", {})
+    for column in ("component", *all_sites, "max epoch", "draining", "pinned to"):
         owners.add_column(column)
     for component, info in sorted(data["ownership"].items()):
         if "damaged" in info:
@@ -136,8 +221,60 @@ def _print(data: dict[str, Any]) -> None:
             *(str(counts.get(s, 0)) for s in all_sites),
             str(info["max_epoch"]),
             str(info["draining"]),
+            pins.get(component, ""),
         )
-    console.print(owners)
+    parts: list[Any] = [Text(head), sites, owners, Text(_admin_line(data.get("admin", {})))]
+    if data.get("events"):
+        parts.append(events_table(data["events"], title="latest events"))
+    return Group(*parts)
+
+
+def _admin_line(admin: dict[str, Any]) -> str:
+    if "damaged" in admin:
+        return (
+            f"operator: admin/policy is DAMAGED ({admin['damaged']}); the controller keeps "
+            "the last good one until the next bfm drain/undrain/switchover/rebalance"
+        )
+    drained = ", ".join(admin.get("drained_sites", [])) or "none"
+    pins = ", ".join(f"{c} -> {s}" for c, s in sorted(admin.get("pinned", {}).items())) or "none"
+    line = f"operator: drained sites: {drained}; pinned: {pins}"
+    if admin.get("changed_by"):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(admin["changed_at_wall_s"]))
+        line += f" (last change by {admin['changed_by']} at {when}Z"
+        line += f": {admin['reason']})" if admin.get("reason") else ")"
+    return line
+
+
+def events_table(events: list[dict[str, Any]], *, title: str = "events") -> Any:
+    """A table of event documents (``read_event_docs``), oldest first."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("#", "time (UTC)", "kind", "component", "moves", "epoch", "by", "reason"):
+        table.add_column(column)
+    for e in events:
+        if "damaged" in e:
+            table.add_row("", "", "[red]damaged[/red]", "", "", "", "", e["damaged"])
+            continue
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at_wall_s"]))
+        by = e["leader"] + (f" (term {e['term']})" if e["term"] else "")
+        epoch = f"{e['epoch_before']} -> {e['epoch_after']}" if e["component"] else ""
+        table.add_row(
+            str(e["sequence"]), stamp, e["kind"], e["component"], _moves(e), epoch, by, e["reason"]
+        )
+    return table
+
+
+def _moves(event: dict[str, Any]) -> str:
+    """``a->b x2`` for the moved shards, else the shard list (drains move nothing yet)."""
+    pairs: dict[str, int] = {}
+    for _, src, dst in event["moves"]:
+        key = f"{src or 'none'}->{dst or 'none'}"
+        pairs[key] = pairs.get(key, 0) + 1
+    if pairs:
+        return ", ".join(f"{k} x{n}" for k, n in sorted(pairs.items()))
+    shards = event["shards"]
+    return f"shards {', '.join(map(str, shards))}" if shards else ""
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,11 @@
 Every site runs one; the one holding the leader lease decides. Decisions are
 ``failover.core.controller.decide``'s; this class does the store I/O. ``tick`` is called
 every controller interval by the caller (the runtime loop, or ``bfm simulate``).
+
+Each decision round also reads the operator's ``admin/policy`` (``failover.runtime.admin``)
+and applies it: drained sites are views with ``admin_drained``, pins are merged over the
+configured ``PlacementPolicy``. Every committed decision is appended to the decision
+history (``events/``); a failed append never holds up the decisions.
 """
 
 from __future__ import annotations
@@ -16,11 +21,27 @@ from failover.core.detector import DetectorTiming, Stability
 from failover.core.fencing import Ownership, unowned
 from failover.core.quorum import LeaseObserver, LeaseTiming
 from failover.core.topology import Topology
-from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
+from failover.ports import (
+    Clock,
+    Conflict,
+    CoordinationStore,
+    OutcomeUnknown,
+    StoreError,
+    StoreUnavailable,
+)
+from failover.runtime.admin import (
+    DEFAULT_KEEP_EVENTS,
+    EventLog,
+    decision_event,
+    effective_policy,
+)
 from failover.runtime.documents import (
+    ADMIN_POLICY_KEY,
     LEADER_KEY,
+    AdminPolicy,
     LeaderRecord,
     Parsed,
+    admin_parser,
     lease_key,
     lease_parser,
     ownership_key,
@@ -45,6 +66,7 @@ class ControllerRuntime:
         policy: PlacementPolicy,
         trace_id: Callable[[], str] = str,
         on_commit: OnCommit | None = None,
+        keep_events: int = DEFAULT_KEEP_EVENTS,
     ) -> None:
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
@@ -64,9 +86,17 @@ class ControllerRuntime:
         self.ever_up: set[tuple[str, str]] = set()
         self.max_epochs: dict[str, int] = {}  # the largest epoch seen per component
         self.damaged: dict[str, str] = {}  # component -> why its ownership could not be read
+        self.term = 0  # the leader term of this controller's latest lease write
+        self.admin = AdminPolicy()  # the operator's last good desired state
+        self.admin_damaged = ""  # why admin/policy could not be read, while it cannot
+        self.admin_ignored: list[str] = []  # entries of admin/policy naming no worker/component
+        self.events = EventLog(store, keep=keep_events)
+        self.events_error = ""  # why the last history append failed, if it did
+        self._events_term = 0
         self._leader: Parsed[LeaderRecord] = Parsed(LeaderRecord.from_doc)
         self._lease = lease_parser()
         self._ownership = ownership_parser()
+        self._admin = admin_parser()
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -126,7 +156,7 @@ class ControllerRuntime:
         except Conflict:
             self.renewed_at_s = None
             return
-        self.renewed_at_s = now
+        self.renewed_at_s, self.term = now, new.term
 
     def observe_sites(self) -> None:
         now = self.clock.monotonic()
@@ -170,7 +200,8 @@ class ControllerRuntime:
         reported = (r.max_epochs.get(component, 0) for r in self.records.values() if r)
         return max(self.max_epochs.get(component, 0), *reported, 0)
 
-    def views(self) -> dict[str, SiteView]:
+    def views(self, drained: frozenset[str] = frozenset()) -> dict[str, SiteView]:
+        """What is known of each worker site; ``drained``: sites the operator drained."""
         now, views = self.clock.monotonic(), {}
         for w, record in self.records.items():
             if record is None:
@@ -184,9 +215,29 @@ class ControllerRuntime:
                     c for c in record.components_up if self.stability[(w, c)].stable(now)
                 ),
                 drained=frozenset(record.drained),
+                admin_drained=w in drained,
                 released=frozenset(record.released),
             )
         return views
+
+    def read_admin(self) -> str | None:
+        """Read ``admin/policy`` into ``self.admin``; its revision (None: not written).
+
+        A damaged document changes nothing: the last good one stays in force (an operator
+        repairs it with the next ``bfm drain``/``undrain``/...), and ``admin_damaged`` says
+        why. A deleted one means the operator's default: nothing drained, nothing pinned.
+        """
+        got = self.store.get(ADMIN_POLICY_KEY)
+        if got is None:
+            self.admin, self.admin_damaged = AdminPolicy(), ""
+            return None
+        try:
+            self.admin = self._admin(got)
+        except ValueError as err:
+            self.admin_damaged = f"admin/policy revision {got.revision}: {err}"
+        else:
+            self.admin_damaged = ""
+        return got.revision
 
     def decide(self) -> list[Decision]:
         """Read the ownership documents, decide, and write every decision by CAS."""
@@ -208,19 +259,20 @@ class ControllerRuntime:
                 self.damaged[c] = f"ownership/{c} revision {got.revision}: {err}"
             else:
                 self.damaged.pop(c, None)
-        views = self.views()
-        inputs = (tuple(revisions.values()), tuple(views.values()))
+        self.read_admin()
+        drained, policy, self.admin_ignored = effective_policy(
+            self.admin, self.topology, self.policy
+        )
+        views = self.views(drained)
+        choices = (drained, tuple(sorted(policy.pinned.items())))
+        inputs = (tuple(revisions.values()), tuple(views.values()), choices)
         if inputs == self.last_inputs:
             return []  # nothing new since the last round, which decided nothing
         trace_id = self.trace_id()
         decisions = [
             d
             for c in current  # components whose ownership could be read
-            if (
-                d := decide_component(
-                    self.topology, current[c], views, self.policy, trace_id=trace_id
-                )
-            )
+            if (d := decide_component(self.topology, current[c], views, policy, trace_id=trace_id))
         ]
         self.last_inputs = None if decisions else inputs
         committed = []
@@ -238,4 +290,34 @@ class ControllerRuntime:
             committed.append(d)
             if self.on_commit is not None:
                 self.on_commit(d, current[d.component])
+            self._record(d, current[d.component])
         return committed
+
+    def _admin_note(self) -> str:
+        """The operator's choices in force, for the history's reasons ("" when none)."""
+        parts = [f"{s} drained" for s in self.admin.drained_sites]
+        parts += [f"{c} pinned to {s}" for c, s in sorted(self.admin.pinned.items())]
+        return f" (operator: {', '.join(parts)})" if parts else ""
+
+    def _record(self, decision: Decision, before: Ownership) -> None:
+        """Append the decision to the history; a store error here is noted, never raised."""
+        if self._events_term != self.term:
+            self.events.forget()  # others may have written while we did not lead
+            self._events_term = self.term
+        event = decision_event(
+            at_wall_s=self.clock.wall(),
+            leader=self.site,
+            term=self.term,
+            component=decision.component,
+            kind=decision.kind.value,
+            shards=decision.shards,
+            reason=decision.reason + self._admin_note(),
+            before=before,
+            after=decision.ownership,
+        )
+        try:
+            self.events.append(event)
+        except StoreError as err:
+            self.events_error = f"{type(err).__name__}: {err}"
+        else:
+            self.events_error = ""

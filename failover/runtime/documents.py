@@ -4,15 +4,19 @@ Keys (one JSON document each, ARCHITECTURE.md section 7):
 
 - ``controller/leader``: the controllers' leader lease ``{holder, term, renew_count}``;
 - ``sites/<site>/lease``: a worker site's lease (``failover.core.agent.LeaseRecord``);
-- ``ownership/<component>``: a component's ownership (``failover.core.fencing.Ownership``).
+- ``ownership/<component>``: a component's ownership (``failover.core.fencing.Ownership``);
+- ``admin/policy``: the operator's desired state (``AdminPolicy``: drained sites, pins);
+- ``events/<sequence>``: the decision history, one ``Event`` per committed decision or
+  operator change, the sequence zero-padded so that keys sort in order.
 
 Parsing is cached by (key, revision), so a document is parsed once however often it is read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from failover.core.agent import LeaseRecord
@@ -21,6 +25,9 @@ from failover.ports import Versioned
 
 LEADER_KEY = "controller/leader"
 OWNERSHIP_PREFIX = "ownership/"
+ADMIN_POLICY_KEY = "admin/policy"
+EVENTS_PREFIX = "events/"
+EVENT_SEQUENCE_DIGITS = 12
 
 T = TypeVar("T")
 
@@ -31,6 +38,16 @@ def lease_key(site: str) -> str:
 
 def ownership_key(component: str) -> str:
     return f"{OWNERSHIP_PREFIX}{component}"
+
+
+def event_key(sequence: int) -> str:
+    return f"{EVENTS_PREFIX}{sequence:0{EVENT_SEQUENCE_DIGITS}d}"
+
+
+def event_sequence(key: str) -> int | None:
+    """The sequence number of an ``events/`` key, or None for a key not written by us."""
+    digits = key.removeprefix(EVENTS_PREFIX)
+    return int(digits) if key.startswith(EVENTS_PREFIX) and digits.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,151 @@ class LeaderRecord:
         return LeaderRecord(holder, term, count)
 
 
+@dataclass(frozen=True)
+class AdminPolicy:
+    """The operator's desired state: sites drained of all work, components pinned to a site.
+
+    The controller applies it on top of its configured ``PlacementPolicy``: a drained site
+    gets no work (its shards move away batch by batch through drains), and a pinned
+    component's shards all move to its site. No pins and no drained site is the default.
+    """
+
+    drained_sites: tuple[str, ...] = ()
+    pinned: Mapping[str, str] = field(default_factory=dict)
+    changed_by: str = ""
+    changed_at_wall_s: float = 0.0
+    reason: str = ""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "drained_sites": sorted(self.drained_sites),
+            "pinned": dict(sorted(self.pinned.items())),
+            "changed_by": self.changed_by,
+            "changed_at_wall_s": self.changed_at_wall_s,
+            "reason": self.reason,
+        }
+
+    def same_choices(self, other: AdminPolicy) -> bool:
+        """The same drained sites and pins (who changed it, when and why aside)."""
+        return set(self.drained_sites) == set(other.drained_sites) and dict(self.pinned) == dict(
+            other.pinned
+        )
+
+    @staticmethod
+    def from_doc(doc: Mapping[str, Any]) -> AdminPolicy:
+        """Parse ``admin/policy``; anything malformed raises ValueError naming the field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"admin/policy must be an object, got {type(doc).__name__}")
+        drained = doc.get("drained_sites", [])
+        if not isinstance(drained, list) or not all(isinstance(s, str) and s for s in drained):
+            raise ValueError(f"field 'drained_sites' must be a list of site names, got {drained!r}")
+        pinned = doc.get("pinned", {})
+        if not isinstance(pinned, Mapping) or not all(
+            isinstance(c, str) and isinstance(s, str) and s for c, s in pinned.items()
+        ):
+            raise ValueError(
+                f"field 'pinned' must be an object of component -> site, got {pinned!r}"
+            )
+        changed_by, reason = doc.get("changed_by", ""), doc.get("reason", "")
+        for name, value in (("changed_by", changed_by), ("reason", reason)):
+            if not isinstance(value, str):
+                raise ValueError(f"field {name!r} must be a string, got {value!r}")
+        at = doc.get("changed_at_wall_s", 0.0)
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+            raise ValueError(f"field 'changed_at_wall_s' must be a number, got {at!r}")
+        return AdminPolicy(
+            drained_sites=tuple(sorted(set(drained))),
+            pinned=dict(sorted(pinned.items())),
+            changed_by=changed_by,
+            changed_at_wall_s=float(at),
+            reason=reason,
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the decision history (``events/<sequence>``).
+
+    ``kind`` is a decision kind (initial, failover, drain, transfer, cancel_drain) written
+    by the leading controller, or ``admin`` for an operator's change of ``admin/policy``
+    (then ``leader`` names who changed it and ``component`` is empty).
+    """
+
+    at_wall_s: float
+    kind: str
+    reason: str
+    leader: str = ""
+    term: int = 0
+    component: str = ""
+    shards: tuple[int, ...] = ()
+    moves: tuple[tuple[int, str | None, str | None], ...] = ()  # (shard, from, to)
+    epoch_before: int = 0
+    epoch_after: int = 0
+    trace_id: str = ""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "at_wall_s": self.at_wall_s,
+            "kind": self.kind,
+            "reason": self.reason,
+            "leader": self.leader,
+            "term": self.term,
+            "component": self.component,
+            "shards": list(self.shards),
+            "moves": [list(m) for m in self.moves],
+            "epoch_before": self.epoch_before,
+            "epoch_after": self.epoch_after,
+            "trace_id": self.trace_id,
+        }
+
+    @staticmethod
+    def from_doc(doc: Mapping[str, Any]) -> Event:
+        """Parse an event document; anything malformed raises ValueError naming the field."""
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"an event must be an object, got {type(doc).__name__}")
+        at = doc.get("at_wall_s")
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+            raise ValueError(f"field 'at_wall_s' must be a number, got {at!r}")
+        texts = {k: doc.get(k, "") for k in ("kind", "reason", "leader", "component", "trace_id")}
+        for name, value in texts.items():
+            if not isinstance(value, str):
+                raise ValueError(f"field {name!r} must be a string, got {value!r}")
+        numbers = {k: doc.get(k, 0) for k in ("term", "epoch_before", "epoch_after")}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"field {name!r} must be an integer >= 0, got {value!r}")
+        shards = doc.get("shards", [])
+        if not isinstance(shards, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in shards
+        ):
+            raise ValueError(f"field 'shards' must be a list of shard indexes, got {shards!r}")
+        moves = doc.get("moves", [])
+        if not isinstance(moves, list) or not all(_is_move(m) for m in moves):
+            raise ValueError(f"field 'moves' must be [shard, from, to] items, got {moves!r}")
+        return Event(
+            at_wall_s=float(at),
+            kind=texts["kind"],
+            reason=texts["reason"],
+            leader=texts["leader"],
+            term=numbers["term"],
+            component=texts["component"],
+            shards=tuple(shards),
+            moves=tuple((m[0], m[1], m[2]) for m in moves),
+            epoch_before=numbers["epoch_before"],
+            epoch_after=numbers["epoch_after"],
+            trace_id=texts["trace_id"],
+        )
+
+
+def _is_move(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], int)
+        and all(x is None or isinstance(x, str) for x in item[1:])
+    )
+
+
 class Parsed(Generic[T]):
     """Parses documents of one kind, once per (key, revision)."""
 
@@ -80,3 +242,7 @@ def ownership_parser() -> Parsed[Ownership]:
 
 def lease_parser() -> Parsed[LeaseRecord]:
     return Parsed(LeaseRecord.from_doc)
+
+
+def admin_parser() -> Parsed[AdminPolicy]:
+    return Parsed(AdminPolicy.from_doc)

@@ -16,9 +16,11 @@ from failover.core.controller import PlacementPolicy
 from failover.core.detector import DetectorTiming
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import default_topology
+from failover.runtime import admin
 from failover.runtime.controller import ControllerRuntime
-from failover.runtime.documents import lease_key, ownership_key
+from failover.runtime.documents import ADMIN_POLICY_KEY, lease_key, ownership_key
 from failover.runtime.site_agent import SiteAgentRuntime
+from failover.workload.endpoints import Endpoints
 
 TOPOLOGY = default_topology(shards_per_component=4)
 
@@ -115,3 +117,35 @@ def test_bfm_status_without_a_store_is_a_usage_error(
     assert run(["status"]) == 2
     assert "--store" in capsys.readouterr().err
     assert run(["status", "--store=ftp://x"]) == 2
+
+
+def test_status_shows_the_operators_choices_and_the_latest_events() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    _running_system(store, clock)
+    data = read_status(store, now_wall_s=clock.wall())
+    assert data["admin"]["drained_sites"] == [] and data["admin"]["pinned"] == {}
+    assert [e["kind"] for e in data["events"]] == ["initial"] * 5  # the newest five of six
+    assert data["events"][-1]["sequence"] == 6
+    admin.switchover(store, "eap", "b", topology=TOPOLOGY, clock=clock, reason="maintenance")
+    data = read_status(store, now_wall_s=clock.wall(), events=2)
+    assert data["admin"]["pinned"] == {"eap": "b"}
+    assert data["admin"]["reason"] == "maintenance"
+    assert [e["kind"] for e in data["events"]] == ["initial", "admin"]
+    got = store.get(ADMIN_POLICY_KEY)
+    assert got is not None
+    store.compare_and_set(ADMIN_POLICY_KEY, {"pinned": []}, expected_revision=got.revision)
+    assert "pinned" in read_status(store, now_wall_s=clock.wall())["admin"]["damaged"]
+
+
+def test_bfm_status_finds_the_store_through_the_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "bfm.db"
+    store = SqliteStore(db)
+    _running_system(store, FakeClock())
+    store.close()
+    Endpoints(f"sqlite://{db}", 4, {}).save(tmp_path)
+    assert run(["status", f"--run-dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "operator: drained sites: none; pinned: none" in out
+    assert "latest events" in out

@@ -1,0 +1,307 @@
+"""Operator commands against a running system: drain, undrain, switchover, rebalance, events, watch.
+
+Each change is one compare-and-set of ``admin/policy`` (``failover.runtime.admin``); the
+leading controller applies it within a decision round, moving shards through drains so no
+shard ever has two owners. Every command prints what changed and what happens next.
+Exit codes: 0 done (or nothing to change), 1 refused (e.g. draining the last serving
+site), 2 bad arguments (an unknown site or component, naming the known ones), 3 the
+store cannot be reached or no system runs there.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from failover.cli.durations import duration_option, point_in_time_option
+from failover.cli.errors import CheckFailed, Unreachable, UsageError
+from failover.cli.status import (
+    RunDirOption,
+    StoreOption,
+    events_table,
+    open_existing_store,
+    read_event_docs,
+    read_status,
+    render,
+    store_url,
+    topology_from,
+)
+
+if TYPE_CHECKING:
+    from failover.core.topology import Topology
+    from failover.ports import CoordinationStore
+    from failover.runtime.admin import PolicyChange
+
+ReasonOption = Annotated[
+    str, typer.Option("--reason", help="Why, for the history (bfm events) and bfm status.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+@contextmanager
+def running_system(store: str | None, run_dir: Any) -> Iterator[CoordinationStore]:
+    """The store of a running system; exit 3 when unreachable or nothing runs there."""
+    from failover.ports import StoreUnavailable
+    from failover.runtime.documents import LEADER_KEY, OWNERSHIP_PREFIX
+
+    url = store_url(store, run_dir)
+    coordination = open_existing_store(url)
+    try:
+        try:
+            leader = coordination.get(LEADER_KEY)
+            owned = coordination.list(OWNERSHIP_PREFIX)
+        except StoreUnavailable as err:
+            raise Unreachable(f"cannot reach the store {url} ({err}); is it running?") from None
+        if leader is None or not owned:
+            missing = "no controller leader" if leader is None else "no ownership documents"
+            raise Unreachable(
+                f"no running BFM system in the store {url} ({missing}); start it first "
+                "(bfm demo, or bfm site run at every site)"
+            )
+        yield coordination
+    finally:
+        coordination.close()
+
+
+def _changed_by() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "operator"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _apply(
+    store: str | None,
+    run_dir: Any,
+    as_json: bool,
+    operation: Callable[[CoordinationStore, Topology], PolicyChange],
+) -> None:
+    from failover.adapters.system_clock import SystemClock
+    from failover.ports import Conflict, StoreError, StoreUnavailable
+    from failover.runtime.admin import Refused, outlook
+
+    with running_system(store, run_dir) as coordination:
+        topology = topology_from(coordination)
+        try:
+            change = operation(coordination, topology)
+        except Refused as err:
+            raise CheckFailed(f"{err}.") from None
+        except Conflict as err:
+            raise CheckFailed(str(err)) from None
+        except StoreUnavailable as err:
+            raise Unreachable(
+                f"cannot reach the store {coordination.url} ({err}); nothing was changed"
+            ) from None
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        try:
+            ahead = outlook(coordination, change.after, topology=topology, clock=SystemClock())
+            next_step = ahead.sentence()
+        except StoreError as err:  # the change stands; only the forecast is missing
+            next_step = f"unknown (could not read the ownership: {err}); see 'bfm status'"
+    if as_json:
+        data = {
+            "action": change.action,
+            "changed": change.changed,
+            "summary": change.summary,
+            "before": change.before.to_doc(),
+            "after": change.after.to_doc(),
+            "replaced_damaged": change.replaced_damaged,
+            "next": next_step,
+        }
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if change.replaced_damaged:
+        typer.echo(f"warning: {change.replaced_damaged}; replaced it", err=True)
+    if not change.changed:
+        typer.echo(f"{change.summary}; nothing changed. Next: {next_step}.")
+        return
+    typer.echo(f"{change.summary}. Next: {next_step}.")
+    typer.echo("Follow it with 'bfm watch'; the decisions appear in 'bfm events'.")
+
+
+def drain(
+    site: Annotated[str, typer.Argument(help="The worker site to empty: a or b.")],
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move all work off SITE, batch by batch, and keep it empty until `bfm undrain SITE`."""
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime import admin
+
+    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
+        return admin.drain(
+            coordination,
+            site.lower(),
+            topology=topology,
+            clock=SystemClock(),
+            changed_by=_changed_by(),
+            reason=reason,
+        )
+
+    _apply(store, run_dir, as_json, operation)
+
+
+def undrain(
+    site: Annotated[str, typer.Argument(help="The drained worker site: a or b.")],
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let SITE hold work again: the split evens out once it is stable past its hold-off."""
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime import admin
+
+    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
+        return admin.undrain(
+            coordination,
+            site.lower(),
+            topology=topology,
+            clock=SystemClock(),
+            changed_by=_changed_by(),
+            reason=reason,
+        )
+
+    _apply(store, run_dir, as_json, operation)
+
+
+def switchover(
+    component: Annotated[str, typer.Argument(help="backbone, eep, eap, aam, msm or gsm.")],
+    to: Annotated[str, typer.Option("--to", help="The worker site to move it to: a or b.")],
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move every shard of COMPONENT to one site and pin it there until `bfm rebalance`."""
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime import admin
+
+    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
+        return admin.switchover(
+            coordination,
+            component.lower(),
+            to.lower(),
+            topology=topology,
+            clock=SystemClock(),
+            changed_by=_changed_by(),
+            reason=reason,
+        )
+
+    _apply(store, run_dir, as_json, operation)
+
+
+def rebalance(
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Clear every pin (switchover): each component spreads evenly over the undrained sites.
+
+    The spread happens in batches once every such site is stable past its hold-off, as
+    after a site's return; drained sites stay drained (bfm undrain).
+    """
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime import admin
+
+    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
+        return admin.rebalance(
+            coordination,
+            topology=topology,
+            clock=SystemClock(),
+            changed_by=_changed_by(),
+            reason=reason,
+        )
+
+    _apply(store, run_dir, as_json, operation)
+
+
+def events(
+    since: Annotated[
+        float | None,
+        typer.Option(
+            "--since",
+            parser=point_in_time_option,
+            metavar="TIME",
+            help="Only events from this point on: a duration ago (10m, 2h) or RFC 3339.",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, the newest.")] = 100,
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The decision history: each ownership decision and operator change, with its reason."""
+    with running_system(store, run_dir) as coordination:
+        docs = read_event_docs(coordination, since_wall_s=since, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(docs, indent=2, sort_keys=True))
+        return
+    if not docs:
+        typer.echo("no events" + (" in that time" if since is not None else " recorded yet"))
+        return
+    from rich.console import Console
+
+    Console().print(events_table(docs))
+
+
+def watch(
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", parser=duration_option, metavar="DURATION", help="Refresh every."
+        ),
+    ] = 1.0,
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop after this many refreshes.")
+    ] = None,
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
+) -> None:
+    """`bfm status`, refreshed in place until Ctrl-C (or --count refreshes)."""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from failover.ports import StoreError
+
+    with running_system(store, run_dir) as coordination:
+        console = Console()
+        shown = 0
+        try:
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                while count is None or shown < count:
+                    stamp = time.strftime("%H:%M:%S")
+                    try:
+                        view: Any = render(read_status(coordination, now_wall_s=time.time()))
+                    except StoreError as err:
+                        view = Text(f"store unreachable ({err}); retrying", style="red")
+                    footer = f"{stamp}  refresh every {interval:g} s; Ctrl-C stops"
+                    live.update(Group(view, Text(footer, style="dim")), refresh=True)
+                    shown += 1
+                    if count is None or shown < count:
+                        time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def register(app: typer.Typer) -> None:
+    app.command("drain")(drain)
+    app.command("undrain")(undrain)
+    app.command("switchover")(switchover)
+    app.command("rebalance")(rebalance)
+    app.command("events")(events)
+    app.command("watch")(watch)

@@ -1,0 +1,585 @@
+"""The operator's choices (drain, switchover, rebalance) and the decision history, in the store.
+
+The operator's desired state is one document, ``admin/policy`` (``AdminPolicy``): the
+sites drained of all work and the components pinned to one site. Every operation here
+reads it, checks the change against the topology and the sites' leases, and writes it
+back by compare-and-set, retrying a bounded number of times when someone else wrote in
+between. The leading controller reads it every decision round and applies it
+(``effective_policy``); the moves themselves are the controller's usual safe ones: a
+live owner's shard moves only through drain -> acknowledge -> transfer under a new epoch,
+a bounded batch per component at a time, so no shard ever has two owners.
+
+- ``drain(site)``: the site gets no work; its shards move to the other worker site.
+- ``undrain(site)``: the site may hold work again; the hand-back evens the split out once
+  the site is stable past its hold-off.
+- ``switchover(component, to_site)``: pin the component to a site; all its shards move
+  there (and stay, even if the other site would be less loaded).
+- ``rebalance()``: clear every pin. Each component then spreads evenly over the worker
+  sites that are not drained, batch by batch, once every such site is stable past its
+  hold-off: the same hand-back that follows a site's return. It does not undrain a site
+  and does not cut the hold-off short; with nothing pinned it changes nothing, because
+  the controller already evens the split out by itself.
+
+The decision history lives under ``events/<sequence>`` (``Event``): the leading
+controller appends one per committed decision (``EventLog``) and every operation here
+appends one for the operator's change; only the newest ``DEFAULT_KEEP_EVENTS`` are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from failover.core.agent import LeaseRecord
+from failover.core.controller import PlacementPolicy
+from failover.core.fencing import Ownership
+from failover.core.placement import moves_to, target_owners
+from failover.core.topology import Topology
+from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreError
+from failover.runtime.documents import (
+    ADMIN_POLICY_KEY,
+    EVENTS_PREFIX,
+    AdminPolicy,
+    Event,
+    event_key,
+    event_sequence,
+    lease_key,
+    ownership_key,
+)
+
+DEFAULT_ATTEMPTS = 5
+DEFAULT_KEEP_EVENTS = 1000
+ADMIN_EVENT_KIND = "admin"
+
+
+class Refused(Exception):
+    """The operation is understood but unsafe or impossible now; the message says why."""
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What an operation did to ``admin/policy``, and what the controller will do next."""
+
+    action: str
+    before: AdminPolicy
+    after: AdminPolicy
+    changed: bool
+    summary: str  # one sentence: what changed, or why nothing did
+    replaced_damaged: str = ""  # why the stored document could not be read, if it could not
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the sites' leases say now: who is alive and which components each runs."""
+
+    alive: frozenset[str]
+    components_up: Mapping[str, frozenset[str]]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read_policy(store: CoordinationStore) -> AdminPolicy:
+    """The operator's desired state (the default when none was written).
+
+    A damaged document raises ValueError naming the field; the controller keeps its last
+    good one meanwhile, and the next operation replaces it.
+    """
+    got = store.get(ADMIN_POLICY_KEY)
+    return AdminPolicy() if got is None else AdminPolicy.from_doc(got.value)
+
+
+def effective_policy(
+    admin: AdminPolicy, topology: Topology, base: PlacementPolicy
+) -> tuple[frozenset[str], PlacementPolicy, list[str]]:
+    """The drained worker sites and the placement policy the controller applies.
+
+    Pins are merged over ``base``'s (the operator's win). Entries naming a site that is not
+    a worker or an unknown component are ignored and listed, never guessed at.
+    """
+    ignored: list[str] = []
+    drained = set()
+    for site in admin.drained_sites:
+        if topology.is_worker(site):
+            drained.add(site)
+        else:
+            ignored.append(f"drained site {site!r} is not a worker site")
+    pinned = dict(base.pinned)
+    for component, site in admin.pinned.items():
+        if component not in topology.components:
+            ignored.append(f"pin of unknown component {component!r}")
+        elif not topology.is_worker(site):
+            ignored.append(f"pin of {component} to {site!r}, not a worker site")
+        else:
+            pinned[component] = site
+    return frozenset(drained), replace(base, pinned=pinned), ignored
+
+
+# -- changing --------------------------------------------------------------------------------
+
+
+def drain(
+    store: CoordinationStore,
+    site: str,
+    *,
+    topology: Topology,
+    clock: Clock,
+    changed_by: str = "operator",
+    reason: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> PolicyChange:
+    """Take every shard away from ``site`` (batch by batch) and give it none until undrained.
+
+    ValueError for an unknown or witness site; ``Refused`` when no other worker site is
+    alive and not drained (the work would have nowhere to go), or when a component is
+    pinned to ``site``.
+    """
+    _check_worker(topology, site)
+
+    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+        if site in policy.drained_sites:
+            return policy
+        pins = sorted(c for c, s in policy.pinned.items() if s == site)
+        if pins:
+            others = [w for w in topology.workers if w != site]
+            raise Refused(
+                f"cannot drain {site}: {', '.join(pins)} pinned to it; switch "
+                f"{'them' if len(pins) > 1 else 'it'} to {' or '.join(others)} first, or clear "
+                "every pin with 'bfm rebalance'"
+            )
+        rest = [w for w in topology.workers if w != site and w not in policy.drained_sites]
+        if not any(w in facts.alive for w in rest):
+            why = "; ".join(_why_not(w, policy, facts) for w in topology.workers if w != site)
+            raise Refused(
+                f"cannot drain {site}: it is the last worker site that could serve ({why})"
+            )
+        return replace(policy, drained_sites=tuple(sorted({*policy.drained_sites, site})))
+
+    return _change(
+        store,
+        f"drain {site}",
+        edit,
+        topology,
+        clock,
+        changed_by,
+        reason,
+        attempts,
+        unchanged=f"site {site} is already drained",
+    )
+
+
+def undrain(
+    store: CoordinationStore,
+    site: str,
+    *,
+    topology: Topology,
+    clock: Clock,
+    changed_by: str = "operator",
+    reason: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> PolicyChange:
+    """Let ``site`` hold work again; the split evens out after its hold-off."""
+    _check_worker(topology, site)
+
+    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+        kept = tuple(s for s in policy.drained_sites if s != site)
+        return replace(policy, drained_sites=kept)
+
+    return _change(
+        store,
+        f"undrain {site}",
+        edit,
+        topology,
+        clock,
+        changed_by,
+        reason,
+        attempts,
+        unchanged=f"site {site} is not drained",
+    )
+
+
+def switchover(
+    store: CoordinationStore,
+    component: str,
+    to_site: str,
+    *,
+    topology: Topology,
+    clock: Clock,
+    changed_by: str = "operator",
+    reason: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> PolicyChange:
+    """Pin ``component`` to ``to_site``: all its shards move there and stay until rebalanced.
+
+    ValueError for an unknown component or site; ``Refused`` when ``to_site`` is drained,
+    not alive, or does not run the component now.
+    """
+    topology.check_component(component)
+    _check_worker(topology, to_site)
+
+    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+        if policy.pinned.get(component) == to_site:
+            return policy
+        if to_site in policy.drained_sites:
+            raise Refused(
+                f"cannot switch {component} to {to_site}: site {to_site} is drained; "
+                f"undrain it first ('bfm undrain {to_site}')"
+            )
+        if to_site not in facts.alive:
+            why = _why_not(to_site, policy, facts)
+            raise Refused(f"cannot switch {component} to {to_site}: {why}")
+        if component not in facts.components_up.get(to_site, frozenset()):
+            raise Refused(
+                f"cannot switch {component} to {to_site}: {component} is not up at {to_site}"
+            )
+        return replace(policy, pinned={**policy.pinned, component: to_site})
+
+    return _change(
+        store,
+        f"switchover {component} to {to_site}",
+        edit,
+        topology,
+        clock,
+        changed_by,
+        reason,
+        attempts,
+        unchanged=f"{component} is already pinned to {to_site}",
+    )
+
+
+def rebalance(
+    store: CoordinationStore,
+    *,
+    topology: Topology,
+    clock: Clock,
+    changed_by: str = "operator",
+    reason: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> PolicyChange:
+    """Clear every pin: each component spreads evenly again (see the module docstring)."""
+
+    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+        return replace(policy, pinned={})
+
+    return _change(
+        store,
+        "rebalance",
+        edit,
+        topology,
+        clock,
+        changed_by,
+        reason,
+        attempts,
+        unchanged="nothing is pinned; the controller evens the split out by itself",
+    )
+
+
+def _check_worker(topology: Topology, site: str) -> None:
+    topology.site(site)  # ValueError naming the known sites
+    if not topology.is_worker(site):
+        raise ValueError(
+            f"site {site!r} is a witness and never runs work; worker sites: "
+            f"{', '.join(topology.workers)}"
+        )
+
+
+def _why_not(site: str, policy: AdminPolicy, facts: _Facts) -> str:
+    if site in policy.drained_sites:
+        return f"{site} is drained"
+    if site not in facts.alive:
+        return f"{site} is not alive (no fresh lease)"
+    return f"{site} is alive"
+
+
+def _change(
+    store: CoordinationStore,
+    action: str,
+    edit: Callable[[AdminPolicy, _Facts], AdminPolicy],
+    topology: Topology,
+    clock: Clock,
+    changed_by: str,
+    reason: str,
+    attempts: int,
+    *,
+    unchanged: str,
+) -> PolicyChange:
+    """Read, edit and compare-and-set ``admin/policy``, at most ``attempts`` times."""
+    facts = _read_facts(store, topology, now_wall_s=clock.wall())
+    for _ in range(attempts):
+        got = store.get(ADMIN_POLICY_KEY)
+        damaged = ""
+        before = AdminPolicy()
+        if got is not None:
+            try:
+                before = AdminPolicy.from_doc(got.value)
+            except ValueError as err:
+                damaged = f"admin/policy revision {got.revision} was damaged ({err})"
+        edited = edit(before, facts)
+        if edited.same_choices(before) and not damaged:
+            return PolicyChange(action, before, before, changed=False, summary=unchanged)
+        after = replace(
+            edited, changed_by=changed_by, changed_at_wall_s=clock.wall(), reason=reason
+        )
+        try:
+            if got is None:
+                store.create(ADMIN_POLICY_KEY, after.to_doc())
+            else:
+                store.compare_and_set(
+                    ADMIN_POLICY_KEY, after.to_doc(), expected_revision=got.revision
+                )
+        except Conflict:
+            continue
+        except OutcomeUnknown:
+            # The write may have landed: if the document is ours now, it did.
+            check = store.get(ADMIN_POLICY_KEY)
+            if check is None or dict(check.value) != after.to_doc():
+                continue
+        summary = _describe(action, before, after)
+        _record_change(store, action, after, summary)
+        return PolicyChange(action, before, after, True, summary, damaged)
+    raise Conflict(
+        f"admin/policy changed under us {attempts} times in a row (another operator at "
+        "work?); look at 'bfm status' and try again"
+    )
+
+
+def _describe(action: str, before: AdminPolicy, after: AdminPolicy) -> str:
+    parts = []
+    for site in sorted(set(after.drained_sites) - set(before.drained_sites)):
+        parts.append(f"site {site} drained")
+    for site in sorted(set(before.drained_sites) - set(after.drained_sites)):
+        parts.append(f"site {site} undrained")
+    for component in sorted(set(before.pinned) | set(after.pinned)):
+        was, now = before.pinned.get(component), after.pinned.get(component)
+        if was != now:
+            parts.append(f"{component} pinned to {now}" if now else f"{component} unpinned")
+    return ", ".join(parts) or f"{action}: admin/policy rewritten"
+
+
+def _record_change(store: CoordinationStore, action: str, after: AdminPolicy, summary: str) -> None:
+    """Append the operator's change to the history; the change stands if this fails."""
+    reason = f"{action} by {after.changed_by}: {summary}"
+    if after.reason:
+        reason += f" ({after.reason})"
+    event = Event(
+        at_wall_s=after.changed_at_wall_s,
+        kind=ADMIN_EVENT_KIND,
+        reason=reason,
+        leader=after.changed_by,
+    )
+    with contextlib.suppress(StoreError):
+        EventLog(store).append(event)
+
+
+def _read_facts(store: CoordinationStore, topology: Topology, *, now_wall_s: float) -> _Facts:
+    """Alive: a parseable lease renewed within its duration (by the wall clocks)."""
+    alive, ups = set(), {}
+    for site in topology.workers:
+        got = store.get(lease_key(site))
+        try:
+            record = LeaseRecord.from_doc(got.value) if got is not None else None
+        except ValueError:
+            record = None
+        if record is None:
+            continue
+        if now_wall_s - record.renewed_at_wall_s <= record.lease_duration_s:
+            alive.add(site)
+            ups[site] = frozenset(record.components_up)
+    return _Facts(frozenset(alive), ups)
+
+
+# -- what happens next ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """The placement the controller heads for under a policy, from the ownership now."""
+
+    moves: Mapping[tuple[str, str], int]  # (from site or "-", to site) -> shards
+    stuck: Mapping[str, str]  # component -> why it cannot move now
+    batch_size: int
+
+    def sentence(self) -> str:
+        if not self.moves and not self.stuck:
+            return "nothing moves: the placement already fits"
+        parts = [
+            f"{n} shard(s) move {src} -> {dst}" for (src, dst), n in sorted(self.moves.items())
+        ]
+        text = ", ".join(parts)
+        if parts:
+            text += f", in batches of {self.batch_size} per component (drain, then transfer)"
+        if self.stuck:
+            stuck = "; ".join(f"{c}: {why}" for c, why in sorted(self.stuck.items()))
+            text = f"{text}; waiting: {stuck}" if text else f"waiting: {stuck}"
+        return text
+
+
+def outlook(
+    store: CoordinationStore,
+    admin: AdminPolicy,
+    *,
+    topology: Topology,
+    clock: Clock,
+    base: PlacementPolicy | None = None,
+) -> Outlook:
+    """Which shards the controller will move under ``admin``, judged from the store now.
+
+    The target per component is the even split over the sites that may hold it (alive,
+    running it, not drained, the pin if any), keeping as many shards in place as allowed,
+    as the controller computes it. Timing (hold-offs) is not judged here.
+    """
+    base = base or PlacementPolicy()
+    drained, policy, _ = effective_policy(admin, topology, base)
+    facts = _read_facts(store, topology, now_wall_s=clock.wall())
+    weights = {w: topology.weight(w) for w in topology.workers}
+    moves: dict[tuple[str, str], int] = {}
+    stuck: dict[str, str] = {}
+    for c in topology.components:
+        got = store.get(ownership_key(c))
+        if got is None:
+            continue
+        try:
+            owners: Sequence[str | None] = [a.owner for a in Ownership.from_doc(got.value).shards]
+        except ValueError:
+            stuck[c] = "its ownership document is damaged"
+            continue
+        pin = policy.pinned.get(c)
+        sites = [
+            w
+            for w in topology.workers
+            if w in facts.alive
+            and c in facts.components_up.get(w, frozenset())
+            and w not in drained
+            and (pin is None or pin == w)
+        ]
+        if not sites:
+            if any(o in drained or (pin is not None and o != pin) for o in owners):
+                stuck[c] = "no site may take it now, so it stays where it is"
+            continue
+        for i, dst in moves_to(owners, target_owners(owners, sites, weights)).items():
+            key = (owners[i] or "-", dst)
+            moves[key] = moves.get(key, 0) + 1
+    return Outlook(moves, stuck, base.handback_batch_size)
+
+
+# -- the decision history ------------------------------------------------------------------
+
+
+class EventLog:
+    """Appends events under ``events/<sequence>`` and trims all but the newest ``keep``.
+
+    The next sequence comes from the keys known to this writer (listed once, then kept);
+    a Conflict on create means another writer got there first: list again and retry.
+    Deletes of old events are compare-and-set on their revision, and their errors are
+    ignored (another writer may have trimmed them already).
+    """
+
+    def __init__(self, store: CoordinationStore, *, keep: int = DEFAULT_KEEP_EVENTS) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.store, self.keep = store, keep
+        self._known: dict[int, str] | None = None  # sequence -> revision
+
+    def forget(self) -> None:
+        """List the keys again before the next append (another writer may have added)."""
+        self._known = None
+
+    def append(self, event: Event, *, attempts: int = 3) -> int:
+        """Write ``event`` as the newest entry; its sequence. Store errors propagate."""
+        for _ in range(attempts):
+            known = self._load()
+            sequence = max(known, default=0) + 1
+            try:
+                known[sequence] = self.store.create(event_key(sequence), event.to_doc())
+            except Conflict:
+                self._known = None
+                continue
+            except OutcomeUnknown:
+                self._known = None
+                raise
+            self._trim(known)
+            return sequence
+        raise Conflict(f"{EVENTS_PREFIX}: lost the race for the next sequence {attempts} times")
+
+    def _load(self) -> dict[int, str]:
+        if self._known is None:
+            known = {}
+            for item in self.store.list(EVENTS_PREFIX):
+                sequence = event_sequence(item.key)
+                if sequence is not None:
+                    known[sequence] = item.revision
+            self._known = known
+        return self._known
+
+    def _trim(self, known: dict[int, str]) -> None:
+        for sequence in sorted(known)[: max(0, len(known) - self.keep)]:
+            revision = known.pop(sequence)
+            with contextlib.suppress(StoreError):
+                self.store.delete(event_key(sequence), expected_revision=revision)
+
+
+@dataclass(frozen=True)
+class History:
+    """Events read back, oldest first, and the entries that could not be read."""
+
+    events: tuple[tuple[int, Event], ...]
+    damaged: tuple[str, ...] = ()
+
+
+def read_events(
+    store: CoordinationStore, since_wall_s: float | None = None, *, limit: int | None = None
+) -> History:
+    """The recorded events at or after ``since_wall_s`` (all when None), oldest first.
+
+    ``limit`` keeps only the newest that many.
+    """
+    events: list[tuple[int, Event]] = []
+    damaged: list[str] = []
+    for item in store.list(EVENTS_PREFIX):
+        sequence = event_sequence(item.key)
+        if sequence is None:
+            continue
+        try:
+            event = Event.from_doc(item.value)
+        except ValueError as err:
+            damaged.append(f"{item.key}: {err}")
+            continue
+        if since_wall_s is None or event.at_wall_s >= since_wall_s:
+            events.append((sequence, event))
+    if limit is not None:
+        events = events[-limit:] if limit > 0 else []
+    return History(tuple(events), tuple(damaged))
+
+
+def decision_event(
+    *,
+    at_wall_s: float,
+    leader: str,
+    term: int,
+    component: str,
+    kind: str,
+    shards: Sequence[int],
+    reason: str,
+    before: Ownership,
+    after: Ownership,
+) -> Event:
+    """The history entry of one committed ownership decision."""
+    moves = tuple(
+        (i, before.shards[i].owner, after.shards[i].owner)
+        for i in shards
+        if i < len(before.shards) and before.shards[i].owner != after.shards[i].owner
+    )
+    return Event(
+        at_wall_s=at_wall_s,
+        kind=kind,
+        reason=reason,
+        leader=leader,
+        term=term,
+        component=component,
+        shards=tuple(shards),
+        moves=moves,
+        epoch_before=before.max_epoch,
+        epoch_after=after.max_epoch,
+        trace_id=after.trace_id,
+    )
