@@ -11,8 +11,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from failover.adapters.store_url import StoreUrlError, open_store
 from failover.chaos.history import History, LedgerEntry, check, unavailability_by_fault
 from failover.chaos.report import FaultEvent, Report, Violation
+from failover.core.fencing import Ownership
+from failover.ports import StoreError
+from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
 
 GRANT_KINDS = {"initial", "failover", "transfer"}
@@ -90,5 +94,27 @@ def judge(
             report.violations.append(Violation(name, 0.0, f"{count} found in {run_dir}"))
     report.unavailability_s = unavailability_by_fault(history, end_s=end, fault_kinds=HEAL_LABELS)
     report.faults = list(faults)
+    report.shards_per_site = final_shards(run_dir)
     report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     return report
+
+
+def final_shards(run_dir: Path) -> dict[str, dict[str, int]]:
+    """Component -> site -> shards it owns at the end, from the run's store ({} if none)."""
+    try:
+        store = open_store(Endpoints.load(run_dir).store)
+    except (OSError, ValueError, StoreUrlError, StoreError):
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        for item in store.list("ownership/"):
+            ownership = Ownership.from_doc(item.value)
+            per_site = counts.setdefault(ownership.component, {})
+            for a in ownership.shards:
+                if a.owner is not None:
+                    per_site[a.owner] = per_site.get(a.owner, 0) + 1
+    except (StoreError, ValueError):
+        return {}
+    finally:
+        store.close()
+    return counts

@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from failover.adapters.sqlite_store import SqliteStore
 from failover.chaos.history import check
 from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import judge, load_history
+from failover.core.fencing import Assignment, Ownership
+from failover.core.topology import default_topology
+from failover.workload.endpoints import allocate
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import Ledger
 
@@ -260,3 +264,16 @@ def test_unavailability_is_given_per_fault_with_returns_labelled(tmp_path: Path)
     assert report.faults == faults
     assert report.violations == []
     assert report.max_unavailability_s == 10.0
+
+
+def test_the_report_counts_each_sites_shards_at_the_end_from_the_runs_store(
+    tmp_path: Path,
+) -> None:
+    allocate(f"sqlite://{tmp_path / 'bfm.db'}", default_topology()).save(tmp_path)
+    store = SqliteStore(tmp_path / "bfm.db")
+    owners = ["a", "b", "b", None]
+    shards = tuple(Assignment(o, 3 if o else 0) for o in owners)
+    store.create("ownership/eap", Ownership("eap", shards, 3).to_doc())
+    store.close()
+    assert judge(tmp_path).shards_per_site == {"eap": {"a": 1, "b": 2}}
+    assert judge(tmp_path / "nowhere").shards_per_site == {}
