@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,22 +83,25 @@ class GrantsReader:
         self._stamp: tuple[int, int] | None = None
         self._grants = NO_GRANTS
         self.errors = 0
+        self._lock = threading.Lock()
 
     def current(self) -> Grants:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            self._stamp, self._grants = None, NO_GRANTS
-            return self._grants
-        stamp = (stat.st_mtime_ns, stat.st_ino)
-        if stamp != self._stamp:
+        """The grants as the file holds them now (safe to call from several threads)."""
+        with self._lock:
             try:
-                self._grants = Grants.from_json(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self.errors += 1
-                self._grants = NO_GRANTS
-            self._stamp = stamp
-        return self._grants
+                stat = self.path.stat()
+            except FileNotFoundError:
+                self._stamp, self._grants = None, NO_GRANTS
+                return self._grants
+            stamp = (stat.st_mtime_ns, stat.st_ino)
+            if stamp != self._stamp:
+                try:
+                    self._grants = Grants.from_json(self.path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    self.errors += 1
+                    self._grants = NO_GRANTS
+                self._stamp = stamp
+            return self._grants
 
     def epoch(self, component: str, index: int) -> tuple[int, float] | None:
         """(epoch, valid until) to stamp on work for the shard, or None."""

@@ -21,19 +21,22 @@ from failover.workload.module import ModuleService
 from failover.workload.router import Router
 
 STORE_POLL_INTERVAL_S = 0.1
-GRANTS_CACHE_REFRESH_S = 0.25
-"""How often a module re-reads its site's grants for admission; commits check them fresh."""
+GRANTS_CACHE_MAX_AGE_S = 0.25
+"""How old a module's admission view of the grants gets; commits check them fresh."""
 
 
 class CachedGrants:
-    """A site's grants as of the last ``refresh()`` (the module's admission view)."""
+    """A site's grants as of the last refresh (the module's admission view)."""
 
     def __init__(self, reader: GrantsReader, monotonic: Callable[[], float]) -> None:
         self.reader, self._monotonic = reader, monotonic
         self.current = reader.current()
+        self.read_at_s = monotonic()
 
-    def refresh(self) -> None:
-        self.current = self.reader.current()
+    def refresh_if_old(self) -> None:
+        now_s = self._monotonic()
+        if now_s - self.read_at_s >= GRANTS_CACHE_MAX_AGE_S:
+            self.current, self.read_at_s = self.reader.current(), now_s
 
     def epoch(self, component: str, index: int) -> tuple[int, float] | None:
         grants = self.current
@@ -95,6 +98,7 @@ async def serve(
         fence=fence,
         grants=cached.epoch,
         grants_now=GrantsReader(path, monotonic=time.monotonic).epoch,
+        after_batch=cached.refresh_if_old,
         monotonic=time.monotonic,
         wall=time.time,
         fencing_enabled=fencing_enabled,
@@ -117,16 +121,9 @@ async def serve(
                     fence.learn(component, i, a.epoch)
             await asyncio.sleep(STORE_POLL_INTERVAL_S)
 
-    async def refresh_grants() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(GRANTS_CACHE_REFRESH_S)
-            cached.refresh()
-
     learner = asyncio.create_task(learn_epochs())
-    refresher = asyncio.create_task(refresh_grants())
     await stop.wait()
     learner.cancel()
-    refresher.cancel()
     if router is not None:
         await router.close()
     await module.close()

@@ -66,28 +66,32 @@ class Ledger:
         self,
         envelopes: Sequence[Envelope],
         *,
-        applied_at: float,
+        applied_at: float | Callable[[], float],
         before_commit: Callable[[], bool] | None = None,
     ) -> list[bool]:
         """Record a batch in one transaction; per message True if new, False if a duplicate.
 
-        ``before_commit`` is asked last, inside the transaction: False rolls the batch back
-        and raises ``GrantExpired`` (the writer's right ran out while it worked). Raises
-        ``LedgerError`` (and records nothing) when the disk refuses the write.
+        ``before_commit`` is asked inside the transaction, just before the rows are written
+        and committed: False rolls the batch back and raises ``GrantExpired`` (the writer's
+        right ran out while it worked). ``applied_at`` (a time, or a clock asked right
+        after that check) is stamped on the rows: with a clock it is the moment of the
+        commit, which is what the checker judges a late write by. Raises ``LedgerError``
+        (and records nothing) when the disk refuses the write.
         """
         results = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for env in envelopes:
-                    cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
-                        (env.id, env.component, env.shard, env.epoch, self.site, applied_at),
-                    )
-                    results.append(cursor.rowcount == 1)
                 if before_commit is not None and not before_commit():
                     self._db.execute("ROLLBACK")
                     raise GrantExpired(f"the grant ran out before the commit to {self.path}")
+                at_s = applied_at() if callable(applied_at) else applied_at
+                for env in envelopes:
+                    cursor = self._db.execute(
+                        "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                        (env.id, env.component, env.shard, env.epoch, self.site, at_s),
+                    )
+                    results.append(cursor.rowcount == 1)
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 with contextlib.suppress(sqlite3.Error):

@@ -63,3 +63,22 @@ def test_a_false_before_commit_rolls_the_whole_batch_back(tmp_path: Path) -> Non
         ledger.apply([_env(1), _env(2)], applied_at=1.0, before_commit=lambda: False)
     assert len(ledger) == 0
     assert ledger.apply([_env(1)], applied_at=2.0, before_commit=lambda: True) == [True]
+
+
+def test_a_clock_for_applied_at_is_read_after_the_commit_check(tmp_path: Path) -> None:
+    """The rows carry the moment of the commit, not of admission: a writer paused between
+    the two is judged by when its write landed."""
+    ledger = Ledger(tmp_path / "eap.db", site="a")
+    calls: list[str] = []
+
+    def check() -> bool:
+        calls.append("check")
+        return True
+
+    def clock() -> float:
+        calls.append("clock")
+        return 42.0
+
+    ledger.apply([_env(1)], applied_at=clock, before_commit=check)
+    assert calls == ["check", "clock"]
+    assert [r.applied_at for r in ledger.rows()] == [42.0]
