@@ -1,4 +1,4 @@
-"""Ports: the Protocols the runtime uses to reach outside systems (store, clock).
+"""Ports: the Protocols the runtime uses to reach outside systems (store, clock, platform).
 
 The coordination store contract (ARCHITECTURE.md section 7), which every backend passes
 through the shared contract tests in ``tests/unit/test_store_contract.py``:
@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 JsonDoc = Mapping[str, Any]
@@ -110,4 +111,146 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (a fake clock advances instead)."""
+        ...
+
+
+# --- Platform: the contract is in the docstring of ``Platform`` below. ---------------
+
+
+class PlatformError(Exception):
+    """The platform could not carry out an operation (for example: it was closed)."""
+
+
+class InstanceState(StrEnum):
+    """What a component instance is doing, as the platform sees it now."""
+
+    RUNNING = "running"  # started and not exited (a paused process is still running)
+    EXITED = "exited"  # ended without being asked to: crashed or killed (see exit_code)
+    STOPPED = "stopped"  # never started, or stopped on request
+    GIVEN_UP = "given_up"  # crash-looping: the supervisor stopped restarting it
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One component instance at one site."""
+
+    site: str
+    component: str
+    state: InstanceState
+    restarts: int
+    pid: int | None = None  # the local process (None where the platform has no pids)
+    instance_id: str = ""  # pid as text locally, the pod name on Kubernetes; "" never started
+    exit_code: int | None = None  # EXITED/GIVEN_UP: the code; negative: killed by that signal
+
+    @property
+    def given_up(self) -> bool:
+        return self.state is InstanceState.GIVEN_UP
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "pid": self.pid,
+            "instance_id": self.instance_id,
+            "exit_code": self.exit_code,
+            "restarts": self.restarts,
+            "given_up": self.given_up,
+        }
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """One node of a site (a host, or a Kubernetes node)."""
+
+    name: str
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    """One site as the platform knows it: role, components it runs, nodes."""
+
+    site: str
+    role: str  # "worker" or "witness" (failover.core.topology.SiteRole values)
+    components: tuple[str, ...]
+    nodes: tuple[NodeFacts, ...]
+
+    @property
+    def reachable(self) -> bool:
+        """At least one node of the site can be reached."""
+        return any(n.reachable for n in self.nodes)
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """Runs the components of the worker sites: start, stop, restart, route, facts.
+
+    The contract (ARCHITECTURE.md section 4), which every platform passes through the
+    shared contract tests in ``tests/unit/test_platform_contract.py`` (local processes now,
+    Kubernetes later):
+
+    - A *component instance* is one component (``backbone``, ``eap``, ...) at one worker
+      site: a subprocess on the local platform, a pod on Kubernetes. ``start``, ``stop``
+      and ``restart`` act on it and return it as it is afterwards. ``instances`` reports
+      what is true now: an instance that died on its own is ``EXITED`` (with its exit
+      code) at the next call, never ``RUNNING``.
+    - The platform never restarts anything by itself. The supervisor
+      (``failover.runtime.supervisor``) decides by the restart policy
+      (``failover.core.restarts``) and calls ``restart``; when the policy gives up it calls
+      ``give_up`` and the instance stays down (``GIVEN_UP``) until it is started again.
+      ``restarts`` counts the calls of ``restart`` since the platform was created.
+    - ``stop`` is a clean stop (SIGTERM, or the pod's grace period), forced after
+      ``timeout_s``; it returns once the instance is gone. A stopped instance is not
+      restarted by the supervisor: only ``EXITED`` ones are.
+    - ``route(site, serving=...)`` says whether a site's entry point takes client traffic
+      (Kubernetes: a pod label its Services select; local: a JSON file in the run
+      directory); ``routing(site)`` reads it back; a site never routed serves.
+    - ``sites()`` gives the facts the platform knows: each site's role, components, nodes
+      and whether they can be reached.
+    - A site or component the platform does not know, or a site it does not run, is a
+      ``ValueError`` whose message names it; an operation the platform cannot carry out
+      (it was closed, a start failed) is a ``PlatformError``.
+    """
+
+    def start(self, site: str, component: str) -> Instance:
+        """Start the instance unless it is running; returns it (``RUNNING``)."""
+        ...
+
+    def stop(self, site: str, component: str, *, timeout_s: float = 5.0) -> Instance:
+        """Stop the instance cleanly (forced after ``timeout_s``); returns it (``STOPPED``)."""
+        ...
+
+    def stop_site(self, site: str, *, timeout_s: float = 5.0) -> builtins.list[Instance]:
+        """Stop every instance of a site at once (each forced after ``timeout_s``)."""
+        ...
+
+    def restart(self, site: str, component: str, *, timeout_s: float = 5.0) -> Instance:
+        """Stop the instance if it runs, start it again, count one restart; returns it."""
+        ...
+
+    def give_up(self, site: str, component: str) -> Instance:
+        """Mark the instance crash-looping: it stays down until started again."""
+        ...
+
+    def instance(self, site: str, component: str) -> Instance:
+        """The instance as it is now."""
+        ...
+
+    def instances(self, site: str) -> builtins.list[Instance]:
+        """Every component instance of a site as it is now, sorted by component."""
+        ...
+
+    def route(self, site: str, *, serving: bool) -> None:
+        """Let the site's entry point take client traffic (``serving``) or not."""
+        ...
+
+    def routing(self, site: str) -> bool:
+        """Whether the site's entry point takes client traffic (True if never routed)."""
+        ...
+
+    def sites(self) -> builtins.list[SiteFacts]:
+        """Every site with its role, components and nodes, sorted by site."""
+        ...
+
+    def close(self) -> None:
+        """Stop every instance this platform started; later starts raise PlatformError."""
         ...

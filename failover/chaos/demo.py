@@ -3,11 +3,16 @@ one scenario's faults on schedule, and judge the run at the end.
 
 Scenarios (seconds after the traffic starts, ``FAULT_AT_S``):
 
-- ``component-crash``: kill -9 site a's EAP module; it is started again 3 s later;
+- ``component-crash``: kill -9 site a's EAP module; its site's supervisor starts it again
+  (the heal is recorded when it runs again);
 - ``component-pause``: SIGSTOP a's EAP module past its lease, SIGCONT 4 s later;
 - ``site-crash``: kill -9 every process of site a; a stays down;
 - ``site-return``: site-crash, then a comes back 10 s later and work is handed back;
-- ``leader-crash``: kill -9 the leading controller's site process, restarted 5 s later.
+- ``leader-crash``: kill -9 the leading controller's site process, restarted 5 s later
+  (a worker site's components die with its process, as a node's pods do).
+
+Each worker site's process starts and supervises its own components (the local platform);
+the demo finds their PIDs in ``<run_dir>/instances-<site>.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class Step:
     target: str
     action: str  # inject | heal
     run: Callable[[], None]
+    ready: Callable[[], bool] = lambda: True  # due only once this holds too
 
 
 @dataclass
@@ -67,12 +73,14 @@ class Demo:
         self.steps: list[Step] = []
         self.started_s = 0.0
         self._leader = "w"
+        self._eap_pid: int | None = None
 
     @property
     def stats_file(self) -> Path:
         return self.run_dir / "producer-stats.json"
 
     def start(self) -> None:
+        """Every site process; each worker site's process starts its own components."""
         self.launcher.prepare()
         for site in self.topology.site_names:
             self.launcher.start_site(site)
@@ -101,32 +109,28 @@ class Demo:
 
     def _plan(self) -> list[Step]:
         l = self.launcher  # noqa: E741
-        eap = "comp-a-eap"
         at = FAULT_AT_S
         if self.scenario == "component-crash":
             return [
-                Step(
-                    at, "component_crash", "a/eap", "inject", lambda: l.signal(eap, signal.SIGKILL)
-                ),
-                Step(
-                    at + 3,
-                    "component_crash",
-                    "a/eap",
-                    "heal",
-                    lambda: l.start_component("a", "eap"),
-                ),
+                Step(at, "component_crash", "a/eap", "inject", self._kill_eap),
+                # no action: the supervisor restarts it; the heal is when it runs again
+                Step(at, "component_crash", "a/eap", "heal", lambda: None, self._eap_replaced),
             ]
         if self.scenario == "component-pause":
             return [
                 Step(
-                    at, "component_pause", "a/eap", "inject", lambda: l.signal(eap, signal.SIGSTOP)
+                    at,
+                    "component_pause",
+                    "a/eap",
+                    "inject",
+                    lambda: self._signal_eap(signal.SIGSTOP),
                 ),
                 Step(
                     at + 4,
                     "component_pause",
                     "a/eap",
                     "heal",
-                    lambda: l.signal(eap, signal.SIGCONT),
+                    lambda: self._signal_eap(signal.SIGCONT),
                 ),
             ]
         if self.scenario in ("site-crash", "site-return"):
@@ -141,25 +145,30 @@ class Demo:
             ]
         return []
 
+    def _signal_eap(self, signum: int) -> None:
+        self._eap_pid = self.launcher.signal_component("a", "eap", signum)
+
+    def _kill_eap(self) -> None:
+        self._signal_eap(signal.SIGKILL)
+
+    def _eap_replaced(self) -> bool:
+        pid = self.launcher.component_pid("a", "eap")
+        return pid is not None and pid != self._eap_pid
+
     def _kill_leader(self) -> None:
         store = SqliteStore(self.run_dir / "bfm.db")
         got = store.get(LEADER_KEY)
         store.close()
         self._leader = str(got.value["holder"]) if got else "w"
-        proc = self.launcher.procs.pop(f"site-{self._leader}")
-        proc.kill()
-        proc.wait(timeout=10)
+        self.launcher.kill_site(self._leader)
 
     def _restart_leader(self) -> None:
-        site = self._leader
-        self.launcher._spawn(
-            f"site-{site}", ["site", "run", f"--site={site}", f"--run-dir={self.run_dir}"]
-        )
+        self.launcher.start_site(self._leader)
 
     def tick(self) -> None:
         """Run every step that is due."""
         elapsed = time.monotonic() - self.started_s
-        while self.steps and self.steps[0].at_s <= elapsed:
+        while self.steps and self.steps[0].at_s <= elapsed and self.steps[0].ready():
             step = self.steps.pop(0)
             step.run()
             self.faults.append(FaultEvent(time.time(), step.kind, step.target, step.action))
@@ -186,8 +195,6 @@ class Demo:
             except (subprocess.TimeoutExpired, ValueError):
                 self.producer.kill()
                 self.producer.wait(timeout=10)
-        for proc in self.launcher.procs.values():  # a paused process would ignore SIGTERM
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
+        self.launcher.resume_all()  # a paused process would ignore SIGTERM
         self.launcher.stop()
         return summary

@@ -62,6 +62,7 @@ def run(
 
     site = site.lower()
     probes = None
+    components_dir = None  # a worker site of a run directory runs its own components
     if run_dir is not None:
         store, shards, listen, peer, grants_file, probes = _from_run_dir(
             Path(run_dir), site, store, grants_file
@@ -71,6 +72,8 @@ def run(
     topology = default_topology(shards_per_component=shards)
     if site not in topology.site_names:
         raise UsageError(f"--site {site!r} is not one of {', '.join(topology.site_names)}")
+    if run_dir is not None and topology.is_worker(site):
+        components_dir = Path(run_dir)
     try:
         peers = {p.site: p for p in (parse_peer(text) for text in peer or [])}
     except ValueError as err:
@@ -92,7 +95,9 @@ def run(
         grants_file=Path(grants_file) if grants_file else None,
     )
     try:
-        _run_until_stopped(settings, coordination, probes, stop_after_s, status_file)
+        _run_until_stopped(
+            settings, coordination, probes, stop_after_s, status_file, components_dir
+        )
     finally:
         coordination.close()
 
@@ -125,18 +130,33 @@ def _from_run_dir(
 
 
 def _run_until_stopped(
-    settings: Any, store: Any, probes: Any, stop_after_s: float | None, status_file: str | None
+    settings: Any,
+    store: Any,
+    probes: Any,
+    stop_after_s: float | None,
+    status_file: str | None,
+    components_dir: Path | None,
 ) -> None:
+    """Run the site; with ``components_dir`` it also starts and supervises its components."""
+    from failover.adapters.local_platform import LocalPlatform
     from failover.adapters.system_clock import SystemClock
     from failover.runtime.site_process import SiteProcess
+    from failover.runtime.supervisor import Supervisor
 
+    clock = SystemClock()
+    supervisor = None
+    if components_dir is not None:
+        platform = LocalPlatform(components_dir, settings.topology, sites=(settings.site,))
+        supervisor = Supervisor(platform, settings.site, clock=clock, store=store)
     if probes is not None:
         probes.start()
     process = SiteProcess(
         settings,
         store=store,
-        clock=SystemClock(),
+        clock=clock,
         probe=probes.alive if probes is not None else (lambda component: True),
+        exited=probes.exited if probes is not None else None,
+        supervisor=supervisor,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())

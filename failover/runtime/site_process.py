@@ -2,7 +2,10 @@
 
 Threads, each on its own schedule: lease renewal every ``renew_interval_s``, ownership
 reads and probes every ``poll_interval_s``, the controller every ``controller_interval_s``,
-pings every ``heartbeat_interval_s``. ``stop()`` ends them all; nothing keeps running.
+pings every ``heartbeat_interval_s``. A worker site that runs its own components has a
+supervisor too (``failover.runtime.supervisor``): it starts them, restarts crashed ones and
+gives up on crash loops. ``stop()`` stops the components first, then ends every thread;
+nothing keeps running.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from failover.runtime.controller import ControllerRuntime
 from failover.runtime.grants import publish
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
 from failover.runtime.site_agent import SiteAgentRuntime
+from failover.runtime.supervisor import Supervisor
 
 log = logging.getLogger("bfm.site")
 
@@ -55,10 +59,14 @@ class SiteProcess:
         store: CoordinationStore,
         clock: Clock,
         probe: Callable[[str], bool] = lambda component: True,
+        exited: Callable[[str], bool] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.settings = settings
+        self.supervisor = supervisor
         self.clock = clock
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # ends the loops
+        self._stop_requested = threading.Event()  # ends ``wait``: the owner then calls stop()
         self._lock = threading.Lock()  # guards the agent: loops and heartbeats share it
         self.errors = 0
         s = settings
@@ -72,6 +80,7 @@ class SiteProcess:
                 timing=s.timing,
                 detector=s.detector,
                 probe=probe,
+                exited=exited,
                 fencing_enabled=s.fencing_enabled,
             )
         self.controller = ControllerRuntime(
@@ -97,6 +106,8 @@ class SiteProcess:
 
     def start(self) -> None:
         s = self.settings
+        if self.supervisor is not None:
+            self.supervisor.start()
         self.heartbeats.start()
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("controller", s.controller_interval_s, self._controller_tick),
@@ -116,10 +127,15 @@ class SiteProcess:
         log.info("site started", extra={"event": "started", "site": s.site})
 
     def request_stop(self) -> None:
-        """Ask the loops to end (safe from a signal handler); ``stop()`` waits for them."""
-        self._stop.set()
+        """Ask to stop (safe from a signal handler): ``wait`` returns, the owner calls stop()."""
+        self._stop_requested.set()
 
     def stop(self) -> None:
+        self._stop_requested.set()
+        if self.supervisor is not None:
+            # The components stop cleanly while the site still runs: its lease stays
+            # fresh and its agent reports them down, so their shards move meanwhile.
+            self.supervisor.stop()
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5.0)
@@ -127,8 +143,8 @@ class SiteProcess:
         log.info("site stopped", extra={"event": "stopped", "site": self.settings.site})
 
     def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until stopped (True) or ``timeout_s`` passed (False)."""
-        return self._stop.wait(timeout_s)
+        """Block until a stop was requested (True) or ``timeout_s`` passed (False)."""
+        return self._stop_requested.wait(timeout_s)
 
     def _every(self, interval_s: float, fn: Callable[[], None]) -> None:
         next_s = self.clock.monotonic()
@@ -161,11 +177,24 @@ class SiteProcess:
     def _poll(self) -> None:
         assert self.agent is not None
         with self._lock:
+            before = self.agent.components_up()
             fenced = self.agent.poll()
+            after = self.agent.components_up()
             session = self.agent.agent.session
             grants = self.agent.grants() if self.settings.grants_file else None
         if grants is not None and self.settings.grants_file is not None:
             publish(self.settings.grants_file, grants)
+        for component in sorted(set(before) ^ set(after)):
+            up = component in after
+            log.log(
+                logging.INFO if up else logging.WARNING,
+                f"component {component} {'up' if up else 'down'} at site {self.settings.site}",
+                extra={
+                    "event": "component_up" if up else "component_down",
+                    "site": self.settings.site,
+                    "component": component,
+                },
+            )
         if fenced:
             log.warning(
                 "site fenced itself: lease not renewed in time and no failsafe",
@@ -204,6 +233,8 @@ class SiteProcess:
             "leading": self.controller.leading(now),
             "errors": self.errors,
         }
+        if self.supervisor is not None:
+            result["instances"] = self.supervisor.snapshot()
         if self.agent is not None:
             with self._lock:
                 topology = self.settings.topology

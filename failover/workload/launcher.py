@@ -1,11 +1,16 @@
 """Start and stop the processes of a three-site run on this machine (tests, demo, benchmarks).
 
-Every process is a real ``python -m failover`` subprocess; the launcher remembers each by
-its PID, writes each one's stderr to ``<run_dir>/<name>.log``, and ends only those.
+The launcher starts one real ``python -m failover site run`` subprocess per site,
+remembers each by its PID, writes its stderr to ``<run_dir>/site-<site>.log``, and ends
+only those. A worker site's process starts and supervises its own components through the
+local platform (``failover.adapters.local_platform``), which records their PIDs in
+``<run_dir>/instances-<site>.json``; the launcher reads them there to pause or kill a
+component, and a component dies with its site process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from failover.adapters.local_platform import child_setup, read_instances
 from failover.core.topology import Topology
 from failover.workload.endpoints import Endpoints, allocate
 
@@ -24,7 +30,7 @@ class Launcher:
     ) -> None:
         self.run_dir, self.topology = run_dir, topology
         self.env = {**os.environ, **(env or {})}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}  # "site-<site>" -> its process
         self.endpoints: Endpoints | None = None
 
     def prepare(self) -> Endpoints:
@@ -33,47 +39,81 @@ class Launcher:
         self.endpoints.save(self.run_dir)
         return self.endpoints
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def start_site(self, site: str) -> None:
+        """The site's BFM process; a worker site's process starts its components itself."""
+        name = f"site-{site}"
         with (self.run_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-                [sys.executable, "-m", "failover", *args],
+                [
+                    sys.executable,
+                    "-m",
+                    "failover",
+                    "site",
+                    "run",
+                    f"--site={site}",
+                    f"--run-dir={self.run_dir}",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 env=self.env,
+                preexec_fn=child_setup(),  # noqa: PLW1509 - the run dies with its launcher
             )
 
-    def start_site(self, site: str) -> None:
-        """The site's BFM process and, for a worker site, every component process."""
-        self._spawn(f"site-{site}", ["site", "run", f"--site={site}", f"--run-dir={self.run_dir}"])
-        if self.topology.is_worker(site):
-            for c in self.topology.components:
-                self.start_component(site, c)
+    def site_pid(self, site: str) -> int | None:
+        proc = self.procs.get(f"site-{site}")
+        return proc.pid if proc is not None and proc.poll() is None else None
 
-    def start_component(self, site: str, component: str) -> None:
-        args = [
-            "component",
-            "run",
-            f"--site={site}",
-            f"--component={component}",
-            f"--run-dir={self.run_dir}",
-        ]
-        self._spawn(f"comp-{site}-{component}", args)
+    def component_pid(self, site: str, component: str) -> int | None:
+        """The PID of the site's running instance of ``component``, from its instances file."""
+        try:
+            entry = read_instances(self.run_dir, site).get(component)
+        except ValueError:
+            return None
+        if not entry or entry.get("state") != "running" or not isinstance(entry.get("pid"), int):
+            return None
+        pid = int(entry["pid"])
+        return pid if self._is_component(pid, site, component) else None
 
-    def names_of(self, site: str) -> list[str]:
-        return [n for n in self.procs if n == f"site-{site}" or n.startswith(f"comp-{site}-")]
+    def components_running(self, site: str) -> bool:
+        """Every component of a worker site runs (as its instances file says)."""
+        return all(self.component_pid(site, c) is not None for c in self.topology.components)
 
-    def signal(self, name: str, signum: int) -> None:
-        os.kill(self.procs[name].pid, signum)
+    def signal_component(self, site: str, component: str, signum: int) -> int:
+        """Send ``signum`` to the component's process; returns its PID."""
+        pid = self.component_pid(site, component)
+        if pid is None:
+            raise RuntimeError(f"no running {component} at site {site} in {self.run_dir}")
+        os.kill(pid, signum)
+        return pid
 
     def kill_site(self, site: str) -> None:
-        """kill -9 every process of a site."""
-        for name in self.names_of(site):
-            proc = self.procs.pop(name)
-            os.kill(proc.pid, signal.SIGKILL)
+        """kill -9 the site's process and every component of it, all at once."""
+        pids = [self.component_pid(site, c) for c in self.topology.components]
+        proc = self.procs.pop(f"site-{site}", None)
+        if proc is not None:
+            proc.kill()
+        for pid in pids:
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if proc is not None:
             proc.wait(timeout=10)
 
-    def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
-        """SIGTERM to all, then SIGKILL to any still running after ``timeout_s``."""
+    def resume_all(self) -> None:
+        """SIGCONT every process of the run (a paused one would never see SIGTERM)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+        for site in self.topology.workers:
+            for c in self.topology.components:
+                pid = self.component_pid(site, c)
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+
+    def stop(self, timeout_s: float = 15.0) -> dict[str, int]:
+        """SIGTERM to every site process (each stops its components first), then SIGKILL to
+        any still running after ``timeout_s``; their components die with them."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -86,6 +126,19 @@ class Launcher:
                 codes[name] = proc.wait(timeout=timeout_s)
         self.procs.clear()
         return codes
+
+    def _is_component(self, pid: int, site: str, component: str) -> bool:
+        """The PID is still that component of this run (PIDs are reused after an exit)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        wanted = {
+            f"--site={site}".encode(),
+            f"--component={component}".encode(),
+            f"--run-dir={self.run_dir}".encode(),
+        }
+        return wanted <= set(cmdline)
 
 
 def wait_until(

@@ -1,0 +1,379 @@
+"""The local Platform: each component instance is a real ``python -m failover`` subprocess.
+
+One ``LocalPlatform`` runs the components of the sites it is given (a site process gives
+its own site). It remembers every child by its ``Popen`` and ends only those, writes each
+child's stderr to ``<run_dir>/comp-<site>-<component>.log``, and after every change writes
+``<run_dir>/instances-<site>.json`` (``{component: {pid, state, restarts, given_up, ...}}``)
+atomically, so tools and the demo find the PIDs. Routing is a JSON file per site,
+``<run_dir>/routing-<site>.json`` (``{"site", "serving"}``), for the site's entry point.
+
+Children must not outlive their parent: each is started with ``PR_SET_PDEATHSIG=SIGKILL``
+(Linux ``prctl``, set in the child between fork and exec), so a kill -9 of the site process
+takes its components with it, as a node loss takes its pods. Linux sends that signal when
+the *thread* that started the child ends, so children are started by long-lived threads
+(the supervisor's loop, which stops them before it ends, or the main thread).
+
+Every site is one node on this host and reachable; sites in network namespaces (for real
+partitions, ARCHITECTURE.md section 4) would report their link state here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from failover.core.topology import Topology
+from failover.ports import (
+    Instance,
+    InstanceState,
+    NodeFacts,
+    PlatformError,
+    SiteFacts,
+)
+
+STOP_TIMEOUT_S = 5.0
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_SIGKILL = int(signal.SIGKILL)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved once, before any fork: the child then only calls a ready function pointer.
+_PRCTL = _load_prctl()
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """``preexec_fn`` body for children that must die (SIGKILL) when their parent ends.
+
+    It runs in the child between fork and exec, where only async-signal-safe work is
+    safe: one call through a function pointer resolved at import, no imports, no locks.
+    A parent that died before the call is caught by the ``getppid`` check after it.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def child_setup() -> Callable[[], None]:
+    """The ``preexec_fn`` to pass to ``subprocess.Popen`` for a child that dies with us."""
+    return functools.partial(die_with_parent, os.getpid())
+
+
+def instances_path(run_dir: Path, site: str) -> Path:
+    return run_dir / f"instances-{site}.json"
+
+
+def routing_path(run_dir: Path, site: str) -> Path:
+    return run_dir / f"routing-{site}.json"
+
+
+def read_instances(run_dir: Path, site: str) -> dict[str, dict[str, Any]]:
+    """The last ``instances-<site>.json`` (component -> fields); empty when there is none."""
+    try:
+        data = json.loads(instances_path(run_dir, site).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{instances_path(run_dir, site)} is malformed ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{instances_path(run_dir, site)} is not a JSON object")
+    return {str(c): dict(v) for c, v in data.items() if isinstance(v, dict)}
+
+
+def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Slot:
+    """One component instance's process and bookkeeping."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    wanted: bool = False  # asked to run: an exit while wanted is a crash
+    restarts: int = 0
+    given_up: bool = False
+
+
+class LocalPlatform:
+    """Platform port with local subprocesses (see the module docstring)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        topology: Topology,
+        *,
+        sites: Collection[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        command: Callable[[str, str], Sequence[str]] | None = None,
+    ) -> None:
+        """Run the components of ``sites`` (default: every worker site of ``topology``).
+
+        ``command(site, component)`` gives the arguments after ``python -m failover``;
+        the default is ``component run --site=S --component=C --run-dir=D``.
+        """
+        self.run_dir, self.topology = run_dir, topology
+        managed = tuple(topology.workers if sites is None else sites)
+        for site in managed:
+            self._check_site(site)
+            if not topology.is_worker(site):
+                raise ValueError(f"site {site!r} is a witness: it runs no components")
+        self.managed = managed
+        self.env = {**os.environ, **(env or {})}
+        self._command = command or self._component_run
+        self._lock = threading.RLock()
+        self._closed = False
+        self._slots = {(s, c): _Slot() for s in managed for c in topology.components}
+        self._written: dict[str, str] = {}
+        for site in managed:
+            self._publish(site)
+
+    # --- instances -------------------------------------------------------------------
+
+    def start(self, site: str, component: str) -> Instance:
+        with self._lock:
+            slot = self._slot(site, component)
+            if self._closed:
+                raise PlatformError(f"cannot start {site}/{component}: the platform was closed")
+            if slot.proc is None or slot.proc.poll() is not None:
+                self._spawn(site, component, slot)
+            slot.wanted, slot.given_up = True, False
+            return self._publish_one(site, component)
+
+    def stop(self, site: str, component: str, *, timeout_s: float = STOP_TIMEOUT_S) -> Instance:
+        with self._lock:
+            slot = self._slot(site, component)
+            slot.wanted = False
+            proc = slot.proc
+            _terminate(proc)
+        _wait_or_kill(proc, timeout_s)
+        with self._lock:
+            return self._publish_one(site, component)
+
+    def stop_site(self, site: str, *, timeout_s: float = STOP_TIMEOUT_S) -> list[Instance]:
+        with self._lock:
+            self._check_managed(site)
+            procs = []
+            for c in self.topology.components:
+                slot = self._slots[(site, c)]
+                slot.wanted = False
+                _terminate(slot.proc)
+                procs.append(slot.proc)
+        for proc in procs:
+            _wait_or_kill(proc, timeout_s)
+        with self._lock:
+            self._publish(site)
+            return self._instances(site)
+
+    def restart(self, site: str, component: str, *, timeout_s: float = STOP_TIMEOUT_S) -> Instance:
+        with self._lock:
+            slot = self._slot(site, component)
+            if self._closed:
+                raise PlatformError(f"cannot restart {site}/{component}: the platform was closed")
+            old = slot.proc
+            slot.wanted = False  # its exit is asked for, not a crash
+            _terminate(old)
+        _wait_or_kill(old, timeout_s)
+        with self._lock:
+            if self._closed:
+                raise PlatformError(f"cannot restart {site}/{component}: the platform was closed")
+            self._spawn(site, component, slot)
+            slot.wanted, slot.given_up = True, False
+            slot.restarts += 1
+            return self._publish_one(site, component)
+
+    def give_up(self, site: str, component: str) -> Instance:
+        with self._lock:
+            slot = self._slot(site, component)
+            slot.given_up = True
+            slot.wanted = False
+            proc = slot.proc
+        _wait_or_kill(proc, STOP_TIMEOUT_S)  # normally exited already: it kept crashing
+        with self._lock:
+            return self._publish_one(site, component)
+
+    def instance(self, site: str, component: str) -> Instance:
+        with self._lock:
+            self._slot(site, component)
+            self._publish(site)
+            return self._instance(site, component)
+
+    def instances(self, site: str) -> list[Instance]:
+        with self._lock:
+            self._check_managed(site)
+            self._publish(site)
+            return self._instances(site)
+
+    # --- routing and facts -----------------------------------------------------------
+
+    def route(self, site: str, *, serving: bool) -> None:
+        self._check_entry_point(site)
+        write_json_atomically(routing_path(self.run_dir, site), {"site": site, "serving": serving})
+
+    def routing(self, site: str) -> bool:
+        self._check_entry_point(site)
+        path = routing_path(self.run_dir, site)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is malformed ({err}); route the site again") from None
+        serving = data.get("serving") if isinstance(data, dict) else None
+        if not isinstance(serving, bool):
+            raise ValueError(f"{path}: 'serving' must be true or false, got {serving!r}")
+        return serving
+
+    def sites(self) -> list[SiteFacts]:
+        return [
+            SiteFacts(
+                site=s.name,
+                role=s.role.value,
+                components=self.topology.components if self.topology.is_worker(s.name) else (),
+                nodes=(NodeFacts(name=f"local-{s.name}", reachable=True),),
+            )
+            for s in sorted(self.topology.sites, key=lambda s: s.name)
+        ]
+
+    def close(self) -> None:
+        """Stop every instance cleanly; later starts and restarts raise PlatformError."""
+        with self._lock:
+            self._closed = True
+        for site in self.managed:
+            self.stop_site(site)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _component_run(self, site: str, component: str) -> Sequence[str]:
+        return (
+            "component",
+            "run",
+            f"--site={site}",
+            f"--component={component}",
+            f"--run-dir={self.run_dir}",
+        )
+
+    def _spawn(self, site: str, component: str, slot: _Slot) -> None:
+        args = [sys.executable, "-m", "failover", *self._command(site, component)]
+        try:
+            with (self.run_dir / f"comp-{site}-{component}.log").open("ab") as log:
+                slot.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=self.env,
+                    preexec_fn=child_setup(),  # noqa: PLW1509 - one prctl call, see there
+                )
+        except OSError as err:
+            raise PlatformError(f"cannot start {site}/{component}: {err}") from err
+
+    def _check_site(self, site: str) -> None:
+        if site not in self.topology.site_names:
+            raise ValueError(f"unknown site {site!r}; known: {', '.join(self.topology.site_names)}")
+
+    def _check_managed(self, site: str) -> None:
+        self._check_site(site)
+        if site not in self.managed:
+            raise ValueError(
+                f"site {site!r} is not run by this platform (it runs {', '.join(self.managed)})"
+            )
+
+    def _check_entry_point(self, site: str) -> None:
+        self._check_site(site)
+        if not self.topology.is_worker(site):
+            raise ValueError(f"site {site!r} is a witness: it has no entry point to route")
+
+    def _slot(self, site: str, component: str) -> _Slot:
+        self._check_managed(site)
+        slot = self._slots.get((site, component))
+        if slot is None:
+            raise ValueError(
+                f"unknown component {component!r} at site {site!r}; "
+                f"known: {', '.join(self.topology.components)}"
+            )
+        return slot
+
+    def _instance(self, site: str, component: str) -> Instance:
+        slot = self._slots[(site, component)]
+        proc = slot.proc
+        code = proc.poll() if proc is not None else None
+        pid = proc.pid if proc is not None else None
+        if slot.given_up:
+            state = InstanceState.GIVEN_UP
+        elif proc is None or not slot.wanted:
+            state = InstanceState.STOPPED
+        elif code is None:
+            state = InstanceState.RUNNING
+        else:
+            state = InstanceState.EXITED
+        return Instance(
+            site=site,
+            component=component,
+            state=state,
+            restarts=slot.restarts,
+            pid=pid,  # the last process's, also once it ended: logs and tools name it
+            instance_id=str(pid) if pid is not None else "",
+            exit_code=code,
+        )
+
+    def _instances(self, site: str) -> list[Instance]:
+        return [self._instance(site, c) for c in sorted(self.topology.components)]
+
+    def _publish_one(self, site: str, component: str) -> Instance:
+        self._publish(site)
+        return self._instance(site, component)
+
+    def _publish(self, site: str) -> None:
+        """Rewrite ``instances-<site>.json`` if anything in it changed."""
+        data = {i.component: i.to_json() for i in self._instances(site)}
+        text = json.dumps(data, sort_keys=True)
+        if self._written.get(site) != text:
+            write_json_atomically(instances_path(self.run_dir, site), data)
+            self._written[site] = text
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, and SIGCONT so that a paused child sees it."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)
+
+
+if TYPE_CHECKING:
+    from failover.ports import Platform
+
+    def _conforms(platform: LocalPlatform) -> Platform:
+        return platform
