@@ -9,7 +9,10 @@ Scenarios (seconds after the traffic starts, ``FAULT_AT_S``):
 - ``site-crash``: kill -9 every process of site a; a stays down;
 - ``site-return``: site-crash, then a comes back 10 s later and work is handed back;
 - ``leader-crash``: kill -9 the leading controller's site process, restarted 5 s later
-  (a worker site's components die with its process, as a node's pods do).
+  (a worker site's components die with its process, as a node's pods do);
+- ``switchover``: the operator switches EAP over to site b (``bfm switchover eap --to b``),
+  and 10 s later rebalances (``bfm rebalance``): planned moves, drain -> fence -> transfer;
+- ``drain``: the operator drains site a (``bfm drain a``), and undrains it 10 s later.
 
 Each worker site's process starts and supervises its own components (the local platform);
 the demo finds their PIDs in ``<run_dir>/instances-<site>.json``.
@@ -29,9 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from failover.adapters.sqlite_store import SqliteStore
+from failover.adapters.store_url import open_store
+from failover.adapters.system_clock import SystemClock
 from failover.chaos.report import FaultEvent
+from failover.chaos.run_check import final_shards
 from failover.core.topology import Topology
+from failover.runtime import admin
 from failover.runtime.documents import LEADER_KEY
+from failover.workload.endpoints import Endpoints
 from failover.workload.launcher import Launcher
 
 FAULT_AT_S = 5.0
@@ -42,6 +50,8 @@ SCENARIOS = (
     "site-crash",
     "site-return",
     "leader-crash",
+    "switchover",
+    "drain",
 )
 
 
@@ -74,6 +84,7 @@ class Demo:
         self.started_s = 0.0
         self._leader = "w"
         self._eap_pid: int | None = None
+        self.shards_at_end: dict[str, dict[str, int]] | None = None
 
     @property
     def stats_file(self) -> Path:
@@ -143,7 +154,38 @@ class Demo:
                 Step(at, "leader_crash", "leader", "inject", self._kill_leader),
                 Step(at + 5, "leader_crash", "leader", "heal", self._restart_leader),
             ]
+        if self.scenario == "switchover":
+            return [
+                Step(at, "switchover", "eap", "inject", lambda: self._operate("switchover")),
+                Step(at + 10, "switchover", "eap", "heal", lambda: self._operate("rebalance")),
+            ]
+        if self.scenario == "drain":
+            return [
+                Step(at, "drain", "a", "inject", lambda: self._operate("drain")),
+                Step(at + 10, "drain", "a", "heal", lambda: self._operate("undrain")),
+            ]
         return []
+
+    def _operate(self, action: str) -> None:
+        """What an operator would do with the CLI, through the same functions."""
+        store = open_store(Endpoints.load(self.run_dir).store)
+        how: dict[str, Any] = {
+            "topology": self.topology,
+            "clock": SystemClock(),
+            "changed_by": "bfm demo",
+            "reason": f"scenario {self.scenario}",
+        }
+        try:
+            if action == "switchover":
+                admin.switchover(store, "eap", "b", **how)
+            elif action == "rebalance":
+                admin.rebalance(store, **how)
+            elif action == "drain":
+                admin.drain(store, "a", **how)
+            else:
+                admin.undrain(store, "a", **how)
+        finally:
+            store.close()
 
     def _signal_eap(self, signum: int) -> None:
         self._eap_pid = self.launcher.signal_component("a", "eap", signum)
@@ -195,6 +237,7 @@ class Demo:
             except (subprocess.TimeoutExpired, ValueError):
                 self.producer.kill()
                 self.producer.wait(timeout=10)
+        self.shards_at_end = final_shards(self.run_dir)  # before stopping moves work
         self.launcher.resume_all()  # a paused process would ignore SIGTERM
         self.launcher.stop()
         return summary

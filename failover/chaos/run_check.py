@@ -20,7 +20,12 @@ from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
 
 GRANT_KINDS = {"initial", "failover", "transfer"}
-HEAL_LABELS = {"site_crash:heal": "site_return", "component_pause:heal": "component_resume"}
+HEAL_LABELS = {
+    "site_crash:heal": "site_return",
+    "component_pause:heal": "component_resume",
+    "drain:heal": "undrain",
+    "switchover:heal": "rebalance",
+}
 
 
 def load_history(run_dir: Path) -> History:
@@ -68,9 +73,17 @@ def load_history(run_dir: Path) -> History:
 
 
 def judge(
-    run_dir: Path, *, faults: Sequence[FaultEvent] = (), end_s: float | None = None
+    run_dir: Path,
+    *,
+    faults: Sequence[FaultEvent] = (),
+    end_s: float | None = None,
+    shards_per_site: dict[str, dict[str, int]] | None = None,
 ) -> Report:
-    """The report of a run: the checker's verdict, and unavailability per injected fault."""
+    """The report of a run: the checker's verdict, and unavailability per injected fault.
+
+    ``shards_per_site``: who owned what when the traffic ended (taken before the processes
+    were stopped, which moves work as they go); read from the store now when not given.
+    """
     history = load_history(run_dir)
     history.faults.extend(faults)
     verdict = check(history)
@@ -94,7 +107,7 @@ def judge(
             report.violations.append(Violation(name, 0.0, f"{count} found in {run_dir}"))
     report.unavailability_s = unavailability_by_fault(history, end_s=end, fault_kinds=HEAL_LABELS)
     report.faults = list(faults)
-    report.shards_per_site = final_shards(run_dir)
+    report.shards_per_site = final_shards(run_dir) if shards_per_site is None else shards_per_site
     report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     return report
 

@@ -29,7 +29,8 @@ def demo(
     scenario: Annotated[
         str,
         typer.Option(
-            help="none, component-crash, component-pause, site-crash, site-return, leader-crash."
+            help="none, component-crash, component-pause, site-crash, site-return, leader-crash,"
+            " switchover, drain."
         ),
     ] = "none",
     shards: Annotated[int, typer.Option(min=2, help="Shards per component.")] = 16,
@@ -68,7 +69,7 @@ def demo(
         typer.echo("bfm demo: interrupted; stopping every process", err=True)
     finally:
         summary = run.stop()
-    result = judge(directory, faults=run.faults)
+    result = judge(directory, faults=run.faults, shards_per_site=run.shards_at_end)
     result.extra.update({"scenario": scenario, "rate_per_s": rate, "producer": summary})
     data = result.to_json()
     if report is not None:

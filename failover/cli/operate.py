@@ -253,9 +253,9 @@ def events(
     if not docs:
         typer.echo("no events" + (" in that time" if since is not None else " recorded yet"))
         return
-    from rich.console import Console
+    from failover.cli.status import console
 
-    Console().print(events_table(docs))
+    console().print(events_table(docs))
 
 
 def watch(

@@ -173,9 +173,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    from rich.console import Console
-
-    Console().print(render(data))
+    console().print(render(data))
 
 
 def render(data: dict[str, Any]) -> Group:
@@ -279,3 +277,11 @@ def _moves(event: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
+
+
+def console() -> Any:
+    """A rich console; piped or captured, wide enough that tables keep one row per line."""
+    from rich.console import Console
+
+    shown = Console()
+    return shown if shown.is_terminal else Console(width=160)

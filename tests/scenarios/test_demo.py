@@ -7,13 +7,27 @@ generous ceilings. After each run no process of it may be left.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCENARIOS = ["component-crash", "component-pause", "site-crash", "site-return", "leader-crash"]
+from failover.workload.launcher import wait_until
+
+# scenario -> seconds of traffic: enough for its last step and what must follow it
+SCENARIOS = {
+    "component-crash": 14,
+    "component-pause": 14,
+    "site-crash": 14,
+    "site-return": 35,  # back at 15 s, hold-off 10 s, then handed back
+    "leader-crash": 14,
+    "switchover": 20,  # rebalanced at 15 s
+    "drain": 20,  # undrained at 15 s
+}
+REBALANCED = {"site-return", "switchover", "drain"}
 
 
 def _leftovers(run_dir: Path) -> list[str]:
@@ -25,12 +39,12 @@ def _leftovers(run_dir: Path) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(run_dir) in cmdline and "pytest" not in cmdline:
+        if str(run_dir) in cmdline and proc.name != str(os.getpid()):
             found.append(f"{proc.name}: {cmdline}")
     return found
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_demo_scenario(scenario: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     report = tmp_path / "report.json"
@@ -41,7 +55,7 @@ def test_demo_scenario(scenario: str, tmp_path: Path) -> None:
             "failover",
             "demo",
             "--headless",
-            "--duration=14s",
+            f"--duration={SCENARIOS[scenario]}s",
             "--rate=150",
             "--shards=4",
             f"--scenario={scenario}",
@@ -65,4 +79,48 @@ def test_demo_scenario(scenario: str, tmp_path: Path) -> None:
     assert len(kinds) == 1, data["faults"]
     for kind, stats in data["unavailability_s"].items():
         assert stats["max"] < 10.0, (kind, stats)  # a ceiling that catches a hang, no more
+    assert {f["action"] for f in data["faults"]} == (
+        {"inject"} if scenario == "site-crash" else {"inject", "heal"}
+    )
+    if scenario in REBALANCED:  # even again at the end: 2 of 4 shards per site
+        assert data["shards_per_site"] == {
+            c: {"a": 2, "b": 2} for c in ("aam", "backbone", "eap", "eep", "gsm", "msm")
+        }
+    assert _leftovers(run_dir) == []
+
+
+def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) in the middle of the traffic: the demo stops everything it started
+    and still judges what ran."""
+    run_dir = tmp_path / "run"
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "failover",
+            "demo",
+            "--headless",
+            "--duration=120s",
+            "--rate=150",
+            "--shards=4",
+            f"--run-dir={run_dir}",
+            f"--report={tmp_path / 'report.json'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until((run_dir / "producer-stats.json").exists, "traffic runs", ceiling_s=90)
+        # the demo, 3 site processes, 12 components and the producer: the check sees them
+        assert len(_leftovers(run_dir)) >= 17
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, out + err
+    assert "interrupted" in err
+    assert json.loads((tmp_path / "report.json").read_text())["acked_lost"] == 0
     assert _leftovers(run_dir) == []
