@@ -134,6 +134,15 @@ def _print_summary(data: dict[str, Any]) -> None:
     typer.echo("bfm demo: " + "  ".join(f"{k}={data[k]}" for k in keys))
     for kind, s in data["unavailability_s"].items():
         typer.echo(f"  {kind}: unavailable {s['max']:.3f} s (n={s['n']})")
+    shards = data.get("shards_per_site") or {}
+    if shards:
+        typer.echo(
+            "  shards at the end: "
+            + ", ".join(
+                f"{c} " + " ".join(f"{s}={n}" for s, n in sorted(per.items()))
+                for c, per in sorted(shards.items())
+            )
+        )
     for v in data["violations"]:
         typer.echo(f"  VIOLATION {v['invariant']}: {v['detail']}")
 

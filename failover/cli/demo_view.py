@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
-from failover.cli.status import read_status
+from failover.cli.status import admin_line, read_status
 
 if TYPE_CHECKING:
     from failover.chaos.demo import Demo
@@ -63,7 +63,10 @@ def render(run: Demo) -> Group:
         owners,
         Panel(traffic, title="traffic"),
         Panel("\n".join(_recent_decisions(run)) or "none yet", title="recent decisions"),
-        Panel(f"scenario {run.scenario}: {faults}", title="faults"),
+        Panel(
+            f"scenario {run.scenario}: {faults}\n{admin_line(data.get('admin', {}))}",
+            title="faults and operator actions",
+        ),
     )
 
 

@@ -221,13 +221,13 @@ def render(data: dict[str, Any]) -> Group:
             str(info["draining"]),
             pins.get(component, ""),
         )
-    parts: list[Any] = [Text(head), sites, owners, Text(_admin_line(data.get("admin", {})))]
+    parts: list[Any] = [Text(head), sites, owners, Text(admin_line(data.get("admin", {})))]
     if data.get("events"):
         parts.append(events_table(data["events"], title="latest events"))
     return Group(*parts)
 
 
-def _admin_line(admin: dict[str, Any]) -> str:
+def admin_line(admin: dict[str, Any]) -> str:
     if "damaged" in admin:
         return (
             f"operator: admin/policy is DAMAGED ({admin['damaged']}); the controller keeps "
