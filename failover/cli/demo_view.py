@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
-from failover.cli.status import admin_line, read_status
+from failover.cli.status import admin_line, instances_line, read_status
 
 if TYPE_CHECKING:
     from failover.chaos.demo import Demo
@@ -64,7 +64,8 @@ def render(run: Demo) -> Group:
         Panel(traffic, title="traffic"),
         Panel("\n".join(_recent_decisions(run)) or "none yet", title="recent decisions"),
         Panel(
-            f"scenario {run.scenario}: {faults}\n{admin_line(data.get('admin', {}))}",
+            f"scenario {run.scenario}: {faults}\n{admin_line(data.get('admin', {}))}\n"
+            + instances_line(data),
             title="faults and operator actions",
         ),
     )

@@ -128,8 +128,33 @@ def read_status(store: Any, *, now_wall_s: float, events: int = STATUS_EVENTS) -
             "draining": sum(1 for a in ownership.shards if a.draining),
         }
     result["admin"] = read_admin(store)
+    result["instances"] = {
+        item.key.split("/")[1]: dict(item.value)
+        for item in store.list("platform/")
+        if item.key.endswith("/instances")
+    }
     result["events"] = read_event_docs(store, limit=events)
     return result
+
+
+def instances_line(data: dict[str, Any]) -> str:
+    """Restarted and given-up component instances per site, from the supervisors."""
+    restarted, given_up = [], []
+    for site, instances in sorted(data.get("instances", {}).items()):
+        for component, info in sorted(instances.items()):
+            if not isinstance(info, dict):
+                continue
+            if info.get("given_up"):
+                given_up.append(f"{site}/{component}")
+            elif info.get("restarts"):
+                restarted.append(f"{site}/{component} x{info['restarts']}")
+    line = f"restarts: {', '.join(restarted) or 'none'}"
+    if given_up:
+        line += (
+            f"; [red]CRASH-LOOPING, not restarted any more: {', '.join(given_up)}[/red] "
+            "(its shards stay at the other site; start it again once fixed)"
+        )
+    return line
 
 
 def read_admin(store: Any) -> dict[str, Any]:
@@ -221,7 +246,13 @@ def render(data: dict[str, Any]) -> Group:
             str(info["draining"]),
             pins.get(component, ""),
         )
-    parts: list[Any] = [Text(head), sites, owners, Text(admin_line(data.get("admin", {})))]
+    parts: list[Any] = [
+        Text(head),
+        sites,
+        owners,
+        Text(admin_line(data.get("admin", {}))),
+        Text.from_markup(instances_line(data)),
+    ]
     if data.get("events"):
         parts.append(events_table(data["events"], title="latest events"))
     return Group(*parts)

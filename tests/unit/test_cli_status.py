@@ -11,7 +11,7 @@ from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.cli.main import run
-from failover.cli.status import read_status
+from failover.cli.status import instances_line, read_status
 from failover.core.controller import PlacementPolicy
 from failover.core.detector import DetectorTiming
 from failover.core.quorum import LeaseTiming
@@ -149,3 +149,24 @@ def test_bfm_status_finds_the_store_through_the_run_directory(
     out = capsys.readouterr().out
     assert "operator: drained sites: none; pinned: none" in out
     assert "latest events" in out
+
+
+def test_status_names_crash_looping_instances_the_supervisor_gave_up_on() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    _running_system(store, clock)
+    store.create(
+        "platform/a/instances",
+        {
+            "eap": {"state": "given_up", "restarts": 4, "given_up": True, "pid": None},
+            "eep": {"state": "running", "restarts": 1, "given_up": False, "pid": 7},
+            "aam": {"state": "running", "restarts": 0, "given_up": False, "pid": 8},
+        },
+    )
+    data = read_status(store, now_wall_s=clock.wall())
+    assert data["instances"]["a"]["eap"]["given_up"] is True
+    line = instances_line(data)
+    assert "restarts: a/eep x1" in line
+    assert "CRASH-LOOPING" in line
+    assert "a/eap" in line
+    assert "a/aam" not in line
+    assert "CRASH-LOOPING" not in instances_line({"instances": {}})
