@@ -33,7 +33,6 @@ from failover.cli.status import (
 )
 
 if TYPE_CHECKING:
-    from failover.core.topology import Topology
     from failover.ports import CoordinationStore
     from failover.runtime.admin import PolicyChange
 
@@ -83,8 +82,12 @@ def _apply(
     store: str | None,
     run_dir: Any,
     as_json: bool,
-    operation: Callable[[CoordinationStore, Topology], PolicyChange],
+    reason: str,
+    action: Callable[..., PolicyChange],
+    *names: str,
 ) -> None:
+    """Run one ``failover.runtime.admin`` change (``action(store, *names, ...)``) on the
+    running system, as this user on this host, and print what changed and what is next."""
     from failover.adapters.system_clock import SystemClock
     from failover.ports import Conflict, StoreError, StoreUnavailable
     from failover.runtime.admin import Refused, outlook
@@ -92,7 +95,14 @@ def _apply(
     with running_system(store, run_dir) as coordination:
         topology = topology_from(coordination)
         try:
-            change = operation(coordination, topology)
+            change = action(
+                coordination,
+                *(name.lower() for name in names),
+                topology=topology,
+                clock=SystemClock(),
+                changed_by=_changed_by(),
+                reason=reason,
+            )
         except Refused as err:
             raise CheckFailed(f"{err}.") from None
         except Conflict as err:
@@ -137,20 +147,9 @@ def drain(
     as_json: JsonOption = False,
 ) -> None:
     """Move all work off SITE, batch by batch, and keep it empty until `bfm undrain SITE`."""
-    from failover.adapters.system_clock import SystemClock
     from failover.runtime import admin
 
-    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
-        return admin.drain(
-            coordination,
-            site.lower(),
-            topology=topology,
-            clock=SystemClock(),
-            changed_by=_changed_by(),
-            reason=reason,
-        )
-
-    _apply(store, run_dir, as_json, operation)
+    _apply(store, run_dir, as_json, reason, admin.drain, site)
 
 
 def undrain(
@@ -161,20 +160,9 @@ def undrain(
     as_json: JsonOption = False,
 ) -> None:
     """Let SITE hold work again: the split evens out once it is stable past its hold-off."""
-    from failover.adapters.system_clock import SystemClock
     from failover.runtime import admin
 
-    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
-        return admin.undrain(
-            coordination,
-            site.lower(),
-            topology=topology,
-            clock=SystemClock(),
-            changed_by=_changed_by(),
-            reason=reason,
-        )
-
-    _apply(store, run_dir, as_json, operation)
+    _apply(store, run_dir, as_json, reason, admin.undrain, site)
 
 
 def switchover(
@@ -186,21 +174,9 @@ def switchover(
     as_json: JsonOption = False,
 ) -> None:
     """Move every shard of COMPONENT to one site and pin it there until `bfm rebalance`."""
-    from failover.adapters.system_clock import SystemClock
     from failover.runtime import admin
 
-    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
-        return admin.switchover(
-            coordination,
-            component.lower(),
-            to.lower(),
-            topology=topology,
-            clock=SystemClock(),
-            changed_by=_changed_by(),
-            reason=reason,
-        )
-
-    _apply(store, run_dir, as_json, operation)
+    _apply(store, run_dir, as_json, reason, admin.switchover, component, to)
 
 
 def rebalance(
@@ -214,19 +190,9 @@ def rebalance(
     The spread happens in batches once every such site is stable past its hold-off, as
     after a site's return; drained sites stay drained (bfm undrain).
     """
-    from failover.adapters.system_clock import SystemClock
     from failover.runtime import admin
 
-    def operation(coordination: CoordinationStore, topology: Topology) -> PolicyChange:
-        return admin.rebalance(
-            coordination,
-            topology=topology,
-            clock=SystemClock(),
-            changed_by=_changed_by(),
-            reason=reason,
-        )
-
-    _apply(store, run_dir, as_json, operation)
+    _apply(store, run_dir, as_json, reason, admin.rebalance)
 
 
 def events(
