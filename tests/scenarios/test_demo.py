@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from demo_runs import run_demo
 
 from failover.workload.launcher import wait_until
 
@@ -47,28 +48,10 @@ def _leftovers(run_dir: Path) -> list[str]:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_demo_scenario(scenario: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "demo",
-            "--headless",
-            f"--duration={SCENARIOS[scenario]}s",
-            "--rate=150",
-            "--shards=4",
-            f"--scenario={scenario}",
-            f"--run-dir={run_dir}",
-            f"--report={report}",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done, data = run_demo(
+        tmp_path, scenario, duration_s=SCENARIOS[scenario], rate=150, shards=4, timeout_s=180
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads(report.read_text())
     assert data["acked"] > 1500
     assert data["acked_lost"] == 0
     assert data["stale_epoch_accepts"] == 0

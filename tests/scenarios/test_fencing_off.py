@@ -7,13 +7,10 @@ fencing on, the same scenarios end clean (``test_demo.py``).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from demo_runs import run_demo
 
 
 @pytest.mark.parametrize(
@@ -27,28 +24,14 @@ import pytest
 def test_without_fencing_the_checker_finds_stale_writes(
     scenario: str, duration_s: int, rate: int, tmp_path: Path
 ) -> None:
-    report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "demo",
-            "--headless",
-            f"--duration={duration_s}s",
-            f"--rate={rate}",
-            "--shards=8",
-            f"--scenario={scenario}",
-            f"--run-dir={tmp_path / 'run'}",
-            f"--report={report}",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BFM_TEST_DISABLE_FENCING": "1"},
+    done, data = run_demo(
+        tmp_path,
+        scenario,
+        duration_s=duration_s,
+        rate=rate,
+        shards=8,
+        env={"BFM_TEST_DISABLE_FENCING": "1"},
     )
     assert done.returncode == 1, done.stdout + done.stderr  # the checker failed the run
-    data = json.loads(report.read_text())
     assert data["stale_epoch_accepts"] > 0, data
     assert "single_writer" in {v["invariant"] for v in data["violations"]}

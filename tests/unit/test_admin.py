@@ -10,18 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from small_system import SmallSystem
 from test_runtime import COMPONENTS, SHARDS, WORKERS, Cluster, Commit, started
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
 from failover.core.controller import DecisionKind, PlacementPolicy
-from failover.core.detector import DetectorTiming
-from failover.core.quorum import LeaseTiming
 from failover.core.topology import default_topology
 from failover.ports import Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable, Versioned
 from failover.runtime import admin
 from failover.runtime.admin import EventLog, Refused, effective_policy, read_events
-from failover.runtime.controller import ControllerRuntime
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     AdminPolicy,
@@ -29,7 +27,6 @@ from failover.runtime.documents import (
     event_key,
     ownership_key,
 )
-from failover.runtime.site_agent import SiteAgentRuntime
 
 TOPOLOGY = default_topology(shards_per_component=SHARDS)
 
@@ -292,34 +289,10 @@ class NoEvents:
 
 
 def test_a_failed_history_append_never_holds_up_the_decisions() -> None:
-    store, clock = MemoryStore(), FakeClock()
-    agents = [
-        SiteAgentRuntime(
-            w,
-            store=store,
-            clock=clock,
-            topology=TOPOLOGY,
-            timing=LeaseTiming(),
-            detector=DetectorTiming(),
-            probe=lambda component: True,
-        )
-        for w in WORKERS
-    ]
-    controller = ControllerRuntime(
-        "w",
-        store=NoEvents(store),
-        clock=clock,
-        topology=TOPOLOGY,
-        timing=LeaseTiming(),
-        detector=DetectorTiming(),
-        policy=PlacementPolicy(),
-    )
-    for _ in range(30):
-        for agent in agents:
-            agent.renew()
-            agent.poll()
-        controller.tick()
-        clock.advance(0.1)
+    store = MemoryStore()
+    system = SmallSystem(store, FakeClock(), topology=TOPOLOGY, controller_store=NoEvents(store))
+    system.run(30)
+    controller = system.controller
     for c in COMPONENTS:
         assert store.get(ownership_key(c)) is not None  # every component placed
     assert controller.events_error == "StoreUnavailable: events are out"

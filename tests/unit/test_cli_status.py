@@ -6,53 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
+from small_system import SmallSystem
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.cli.main import run
 from failover.cli.status import instances_line, read_status
-from failover.core.controller import PlacementPolicy
-from failover.core.detector import DetectorTiming
-from failover.core.quorum import LeaseTiming
 from failover.core.topology import default_topology
 from failover.runtime import admin
-from failover.runtime.controller import ControllerRuntime
 from failover.runtime.documents import ADMIN_POLICY_KEY, lease_key, ownership_key
-from failover.runtime.site_agent import SiteAgentRuntime
 from failover.workload.endpoints import Endpoints
 
 TOPOLOGY = default_topology(shards_per_component=4)
 
 
 def _running_system(store: MemoryStore | SqliteStore, clock: FakeClock) -> None:
-    agents = [
-        SiteAgentRuntime(
-            site,
-            store=store,
-            clock=clock,
-            topology=TOPOLOGY,
-            timing=LeaseTiming(),
-            detector=DetectorTiming(),
-            probe=lambda component: True,
-        )
-        for site in ("a", "b")
-    ]
-    controller = ControllerRuntime(
-        "w",
-        store=store,
-        clock=clock,
-        topology=TOPOLOGY,
-        timing=LeaseTiming(),
-        detector=DetectorTiming(),
-        policy=PlacementPolicy(),
-    )
-    for _ in range(30):
-        for agent in agents:
-            agent.renew()
-            agent.poll()
-        controller.tick()
-        clock.advance(0.1)
+    SmallSystem(store, clock, topology=TOPOLOGY).run(30)
 
 
 def test_status_reads_leader_sites_and_even_ownership() -> None:

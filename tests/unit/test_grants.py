@@ -5,16 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from small_system import SmallSystem
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
-from failover.core.controller import PlacementPolicy
-from failover.core.detector import DetectorTiming
-from failover.core.quorum import LeaseTiming
-from failover.core.topology import default_topology
-from failover.runtime.controller import ControllerRuntime
 from failover.runtime.grants import Grants, GrantsReader, grants_path, publish
-from failover.runtime.site_agent import SiteAgentRuntime
 
 
 def test_round_trip_and_expiry(tmp_path: Path) -> None:
@@ -63,36 +58,9 @@ def test_malformed_grants_are_a_value_error(text: str) -> None:
 
 
 def test_the_agent_grants_exactly_what_it_serves_until_its_deadline() -> None:
-    store, clock = MemoryStore(), FakeClock()
-    topology = default_topology(shards_per_component=4)
-    timing = LeaseTiming()
-    agents = {
-        site: SiteAgentRuntime(
-            site,
-            store=store,
-            clock=clock,
-            topology=topology,
-            timing=timing,
-            detector=DetectorTiming(),
-            probe=lambda component: True,
-        )
-        for site in ("a", "b")
-    }
-    controller = ControllerRuntime(
-        "w",
-        store=store,
-        clock=clock,
-        topology=topology,
-        timing=timing,
-        detector=DetectorTiming(),
-        policy=PlacementPolicy(),
-    )
-    for _ in range(20):
-        for agent in agents.values():
-            agent.renew()
-            agent.poll()
-        controller.tick()
-        clock.advance(0.1)
+    system = SmallSystem(MemoryStore(), FakeClock())
+    system.run(20)
+    agents, clock, timing = system.agents, system.clock, system.timing
     a, b = agents["a"].grants(), agents["b"].grants()
     assert len(a.epochs) == len(b.epochs) == 12  # 6 components x 2 of 4 shards
     assert not set(a.epochs) & set(b.epochs)
