@@ -26,18 +26,33 @@ AnswerFuture = asyncio.Future[bytes]
 class Link:
     """One pipelined connection to ``(host, port)``."""
 
-    def __init__(self, host: str, port: int, *, timeout_s: float, cooldown_s: float = 0.0) -> None:
-        """``cooldown_s``: after a timeout, fail at once for this long instead of sending
-        more work to a peer that just stopped answering (a paused process's kernel still
-        accepts connections, and every request would wait out the timeout again)."""
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout_s: float,
+        probe: bytes | None = None,
+        probe_interval_s: float = 0.1,
+    ) -> None:
+        """``probe``: a request line the peer answers with ``pong`` when it is serving (a
+        circuit breaker). After a timeout the link then fails at once, instead of sending
+        more work to a peer that stopped answering (a paused process's kernel still accepts
+        connections, and every request would wait out the timeout again), and it probes
+        the peer every ``probe_interval_s`` on a connection of its own until it answers."""
         self.host, self.port, self.timeout_s = host, port, timeout_s
-        self.cooldown_s = cooldown_s
-        self._cool_until = float("-inf")
+        self.probe, self.probe_interval_s = probe, probe_interval_s
+        self._prober: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._waiting: deque[tuple[AnswerFuture, float]] = deque()
         self._reader_task: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def suspect(self) -> bool:
+        """The peer stopped answering and has not answered a probe since."""
+        return self._prober is not None and not self._prober.done()
 
     @property
     def is_open(self) -> bool:
@@ -54,8 +69,8 @@ class Link:
         """Connect if not connected (``OSError``/``TimeoutError`` when the peer is not there)."""
         if self._writer is not None:
             return
-        if asyncio.get_running_loop().time() < self._cool_until:
-            raise ConnectionError(f"{self.host}:{self.port} did not answer; cooling down")
+        if self.suspect:
+            raise ConnectionError(f"{self.host}:{self.port} stopped answering; probing it")
         async with self._opening:
             if self._writer is not None:
                 return
@@ -95,7 +110,8 @@ class Link:
             self._timer = loop.call_at(deadline, self._check_oldest)
             return
         # Answers are in order: a lost one spoils the connection for all behind it.
-        self._cool_until = loop.time() + self.cooldown_s
+        if self.probe is not None and not self.suspect:
+            self._prober = asyncio.create_task(self._probe_until_answered())
         self._waiting.popleft()
         if not oldest.done():
             oldest.set_exception(
@@ -131,10 +147,31 @@ class Link:
             if not future.done():
                 future.set_exception(ConnectionError(f"connection to {self.host}:{self.port} lost"))
 
+    async def _probe_until_answered(self) -> None:
+        assert self.probe is not None
+        while True:
+            await asyncio.sleep(self.probe_interval_s)
+            writer = None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), self.timeout_s
+                )
+                writer.write(self.probe)
+                answer = await asyncio.wait_for(reader.readline(), self.timeout_s)
+                if b"pong" in answer:
+                    return
+            except (OSError, TimeoutError):
+                pass
+            finally:
+                if writer is not None:
+                    writer.close()
+
     async def close(self) -> None:
         self._broken()
         if self._reader_task is not None:
             self._reader_task.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
 
 
 def _retrieve(future: AnswerFuture) -> None:

@@ -27,6 +27,7 @@ from failover.workload.linkpool import AnswerFuture, Link
 from failover.workload.module import MAX_LINE_BYTES
 
 Owners = Callable[[], Mapping[str, Ownership]]
+PING = b'{"ping":true}\n'  # a module answers {"pong": true} while it serves
 Pending = bytes | tuple[AnswerFuture, str]  # an answer decided here, or (module's, site)
 
 
@@ -42,13 +43,12 @@ class Router(LineServer):
         owners: Owners,
         modules: Mapping[str, Mapping[str, tuple[str, int]]],
         timeout_s: float = 0.5,
-        cooldown_s: float = 0.25,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module."""
         self.site = site
         self._owners = owners
         self._links = {
-            (s, c): Link(host, port, timeout_s=timeout_s, cooldown_s=cooldown_s)
+            (s, c): Link(host, port, timeout_s=timeout_s, probe=PING)
             for s, by_component in modules.items()
             for c, (host, port) in by_component.items()
         }

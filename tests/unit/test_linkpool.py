@@ -213,24 +213,62 @@ def test_a_timeout_leaves_no_unretrieved_exception_behind() -> None:
     assert unhandled == []
 
 
-def test_after_a_timeout_the_link_fails_fast_for_its_cooldown_then_tries_again() -> None:
-    async def silent_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def test_after_a_timeout_a_probing_link_fails_fast_until_the_peer_answers_a_probe() -> None:
+    answering = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    async def probe_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            if b"ping" in line:
+                if not answering.is_set():
+                    continue  # still "paused": the probe goes unanswered
+                writer.write(b'{"pong": true}\n')
+            else:
+                writer.write(json.dumps({"n": json.loads(line)["n"]}).encode() + b"\n")
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        connections = Connections(silent, *[probe_answer] * 100)
+        server, port = await _serve(connections)
+        link = Link("127.0.0.1", port, timeout_s=0.1, probe=b'{"ping": true}\n')
+        with pytest.raises(TimeoutError):
+            await link.request({"n": 0})
+        assert link.suspect
+        for _ in range(3):  # while the peer does not answer its probes: at once, no traffic
+            started = time.monotonic()
+            with pytest.raises(ConnectionError, match="probing"):
+                await link.request({"n": 1})
+            assert time.monotonic() - started < 0.05
+            await asyncio.sleep(0.1)
+        answering.set()
+        for _ in range(50):
+            if not link.suspect:
+                break
+            await asyncio.sleep(0.05)
+        assert not link.suspect
+        assert await link.request({"n": 2}) == {"n": 2}
+        await link.close()
+        server.close()
+
+    _run(scenario)
+
+
+def test_a_link_without_a_probe_tries_again_at_once_after_a_timeout() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
         writer.close()
 
     async def scenario() -> None:
-        connections = Connections(silent_once, _echo)
-        server, port = await _serve(connections)
-        link = Link("127.0.0.1", port, timeout_s=0.1, cooldown_s=0.3)
+        server, port = await _serve(Connections(silent))
+        link = Link("127.0.0.1", port, timeout_s=0.1)
         with pytest.raises(TimeoutError):
             await link.request({"n": 0})
-        started = time.monotonic()
-        with pytest.raises(ConnectionError, match="cooling down"):
-            await link.request({"n": 1})
-        assert time.monotonic() - started < 0.1  # at once, not after another timeout
-        assert connections.count == 1
-        await asyncio.sleep(0.35)
-        assert await link.request({"n": 2}) == {"n": 2}
+        assert not link.suspect
+        assert await link.request({"n": 1}) == {"n": 1}
         await link.close()
         server.close()
 
