@@ -9,7 +9,8 @@ Scenarios (seconds after the traffic starts, ``FAULT_AT_S``):
 - ``site-crash``: kill -9 every process of site a; a stays down;
 - ``site-return``: site-crash, then a comes back 10 s later and work is handed back;
 - ``leader-crash``: kill -9 the leading controller's site process, restarted 5 s later
-  (a worker site's components die with its process, as a node's pods do);
+  (normally the witness's: worker sites' replicas leave the lease to it at start; were
+  it a worker's, its components would die with it, as a node's pods do);
 - ``switchover``: the operator switches EAP over to site b (``bfm switchover eap --to b``),
   and 10 s later rebalances (``bfm rebalance``): planned moves, drain -> fence -> transfer;
 - ``drain``: the operator drains site a (``bfm drain a``), and undrains it 10 s later.

@@ -67,7 +67,11 @@ class ControllerRuntime:
         trace_id: Callable[[], str] = str,
         on_commit: OnCommit | None = None,
         keep_events: int = DEFAULT_KEEP_EVENTS,
+        acquire_after_s: float = 0.0,
     ) -> None:
+        """``acquire_after_s``: for this long after start, do not take a free or expired
+        leader lease (only the preferred replica, the witness's, starts at 0: it has no
+        workload to share its process with, and a leader crash there moves no work)."""
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
         self.timing, self.policy = timing, policy
@@ -97,6 +101,8 @@ class ControllerRuntime:
         self._lease = lease_parser()
         self._ownership = ownership_parser()
         self._admin = admin_parser()
+        self.acquire_after_s = acquire_after_s
+        self._started_s = clock.monotonic()
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -143,6 +149,8 @@ class ControllerRuntime:
             # the store for a while): nobody else took it, so the CAS keeps it exclusive.
             new = LeaderRecord(self.site, record.term, record.renew_count + 1)
         elif record is None or self.leader_observer.expired(now):  # free, expired or damaged
+            if now - self._started_s < self.acquire_after_s:
+                return  # leave it to the preferred replica for a while
             new = LeaderRecord(self.site, (record.term if record else 0) + 1, 0)
         else:
             return

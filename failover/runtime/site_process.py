@@ -92,6 +92,8 @@ class SiteProcess:
             detector=s.detector,
             policy=s.policy,
             on_commit=self._committed,
+            # the witness's replica leads when it can: a worker's waits one lease first
+            acquire_after_s=s.timing.lease_duration_s if s.topology.is_worker(s.site) else 0.0,
         )
         self.heartbeats = HeartbeatChannel(
             s.site,

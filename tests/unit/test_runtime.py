@@ -760,3 +760,41 @@ def test_deleted_ownership_document_never_reuses_an_epoch(memory: MemoryStore) -
     cluster.run(2.0)
 
     assert cluster.violations == []
+
+
+def test_a_replica_that_waits_before_acquiring_leaves_the_lease_to_the_preferred_one(
+    memory: MemoryStore,
+) -> None:
+    clock = FakeClock()
+
+    def replica(site: str, acquire_after_s: float) -> ControllerRuntime:
+        return ControllerRuntime(
+            site,
+            store=memory,
+            clock=clock,
+            topology=TOPOLOGY,
+            timing=TIMING,
+            detector=DETECTOR,
+            policy=PlacementPolicy(),
+            acquire_after_s=acquire_after_s,
+        )
+
+    worker = replica("a", TIMING.lease_duration_s)
+    worker.tick()
+    clock.advance(0.3)
+    witness = replica("w", 0.0)  # started later, still the one that leads
+    for _ in range(5):
+        worker.tick()
+        witness.tick()
+        clock.advance(0.1)
+    assert witness.leading(clock.monotonic()) and not worker.leading(clock.monotonic())
+    # Without the preferred replica the other takes the lease once its wait is over.
+    alone = replica("b", TIMING.lease_duration_s)
+    held = memory.get(LEADER_KEY)
+    assert held is not None
+    memory.delete(LEADER_KEY, expected_revision=held.revision)
+    alone.tick()
+    assert memory.get(LEADER_KEY) is None
+    clock.advance(TIMING.lease_duration_s)
+    alone.tick()
+    assert alone.leading(clock.monotonic())
