@@ -100,6 +100,21 @@ def read_instances(run_dir: Path, site: str) -> dict[str, dict[str, Any]]:
     return {str(c): dict(v) for c, v in data.items() if isinstance(v, dict)}
 
 
+def read_routing(run_dir: Path, site: str) -> bool:
+    """Whether the site's entry point takes client traffic (True until routed otherwise)."""
+    path = routing_path(run_dir, site)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is malformed ({err}); route the site again") from None
+    serving = data.get("serving") if isinstance(data, dict) else None
+    if not isinstance(serving, bool):
+        raise ValueError(f"{path}: 'serving' must be true or false, got {serving!r}")
+    return serving
+
+
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -234,17 +249,7 @@ class LocalPlatform:
 
     def routing(self, site: str) -> bool:
         self._check_entry_point(site)
-        path = routing_path(self.run_dir, site)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return True
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path} is malformed ({err}); route the site again") from None
-        serving = data.get("serving") if isinstance(data, dict) else None
-        if not isinstance(serving, bool):
-            raise ValueError(f"{path}: 'serving' must be true or false, got {serving!r}")
-        return serving
+        return read_routing(self.run_dir, site)
 
     def sites(self) -> list[SiteFacts]:
         return [

@@ -13,6 +13,8 @@ import typer
 
 from failover.cli.errors import UsageError
 
+ROUTING_REFRESH_S = 0.5
+
 if TYPE_CHECKING:
     from failover.workload.endpoints import Endpoints
     from failover.workload.producer import Producer, ProducerStats
@@ -86,9 +88,12 @@ def produce(
     from failover.workload.producer import Producer
 
     endpoints = _endpoints(run_dir)
-    routers = [
-        e.router for s, e in sorted(endpoints.sites.items(), key=lambda i: i[0] != site) if e.router
+    entries = [
+        (s, e.router)
+        for s, e in sorted(endpoints.sites.items(), key=lambda i: i[0] != site)
+        if e.router
     ]
+    routers = [router for _, router in entries]
     path = Path(history) if history else Path(run_dir) / f"history-{seed}.jsonl"
     with path.open("a", encoding="utf-8") as out:
         producer = Producer(
@@ -98,6 +103,7 @@ def produce(
             history=out,
             wall=time.time,
             seed=seed,
+            serving=_RoutingView(Path(run_dir), [s for s, _ in entries]),
         )
         stats = asyncio.run(
             _run_with_stats(
@@ -113,6 +119,31 @@ def produce(
         "history": str(path),
     }
     typer.echo(json.dumps(summary) if as_json else " ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+class _RoutingView:
+    """Whether each site's entry point takes traffic (the platform's routing files),
+    re-read at most every ``ROUTING_REFRESH_S``."""
+
+    def __init__(self, run_dir: Path, sites: list[str]) -> None:
+        self.run_dir, self.sites = run_dir, sites
+        self._read_at_s = float("-inf")
+        self._flags = [True] * len(sites)
+
+    def __call__(self) -> list[bool]:
+        from failover.adapters.local_platform import read_routing
+
+        now_s = time.monotonic()
+        if now_s - self._read_at_s >= ROUTING_REFRESH_S:
+            self._read_at_s = now_s
+            flags = []
+            for site in self.sites:
+                try:
+                    flags.append(read_routing(self.run_dir, site))
+                except ValueError:
+                    flags.append(True)  # unreadable: do not lose a router over it
+            self._flags = flags
+        return self._flags
 
 
 async def _run_with_stats(

@@ -64,6 +64,7 @@ class SiteProcess:
     ) -> None:
         self.settings = settings
         self.supervisor = supervisor
+        self._serving: bool | None = None  # as last routed through the platform
         self.clock = clock
         self._stop = threading.Event()  # ends the loops
         self._stop_requested = threading.Event()  # ends ``wait``: the owner then calls stop()
@@ -183,9 +184,11 @@ class SiteProcess:
             fenced = self.agent.poll()
             after = self.agent.components_up()
             session = self.agent.agent.session
+            serving = not self.agent.agent.fenced
             grants = self.agent.grants() if self.settings.grants_file else None
         if grants is not None and self.settings.grants_file is not None:
             publish(self.settings.grants_file, grants)
+        self._route(serving=serving)
         for component in sorted(set(before) ^ set(after)):
             up = component in after
             log.log(
@@ -202,6 +205,25 @@ class SiteProcess:
                 "site fenced itself: lease not renewed in time and no failsafe",
                 extra={"event": "fenced", "site": self.settings.site, "session": session},
             )
+
+    def _route(self, *, serving: bool) -> None:
+        """A fenced site leaves its clients' routing at once, and rejoins with its next
+        session (the platform's entry point: a Service's endpoints, or the local file)."""
+        if self.supervisor is None or serving == self._serving:
+            return
+        try:
+            self.supervisor.platform.route(self.settings.site, serving=serving)
+        except (OSError, ValueError) as err:
+            log.error(
+                f"cannot route site {self.settings.site} (serving={serving}): {err}",
+                extra={"event": "route_failed", "site": self.settings.site},
+            )
+            return
+        self._serving = serving
+        log.info(
+            f"site {self.settings.site} {'takes' if serving else 'leaves'} client traffic",
+            extra={"event": "routed", "site": self.settings.site, "serving": serving},
+        )
 
     def _controller_tick(self) -> None:
         self.controller.tick()

@@ -76,7 +76,11 @@ class Producer:
         timeout_s: float = 1.0,
         max_in_flight: int = 4000,
         tick_s: float = 0.005,
+        serving: Callable[[], Sequence[bool]] | None = None,
     ) -> None:
+        """``serving()``: per router, whether its site takes client traffic now (the
+        platform's routing); routers of a site that left it are tried only when no
+        router is left."""
         self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
         self.rate_per_s, self.shard_count = rate_per_s, shard_count
         self.history, self._wall = history, wall
@@ -89,6 +93,8 @@ class Producer:
             tick_s,
         )
         self.stats = ProducerStats()
+        self._serving = serving
+        self._open_routers = list(range(len(self.links)))
         self._in_flight = 0  # sent, neither acknowledged nor given up
         self._retries: deque[tuple[float, _Message]] = deque()  # (due, message), by due
         self._preferred = 0  # the router that acknowledged last: new messages go there
@@ -106,6 +112,7 @@ class Producer:
         n = 0
         while True:
             now = loop.time()
+            self._refresh_routing()
             outgoing: dict[int, list[_Message]] = {}
             while self._retries and self._retries[0][0] <= now:
                 _, msg = self._retries.popleft()
@@ -151,8 +158,17 @@ class Producer:
         self._in_flight += 1
         return msg
 
+    def _refresh_routing(self) -> None:
+        if self._serving is None:
+            return
+        flags = self._serving()
+        serving = [i for i, ok in enumerate(flags) if ok and i < len(self.links)]
+        self._open_routers = serving or list(range(len(self.links)))
+
     def _next_router(self, msg: _Message) -> int:
-        index = (self._preferred + msg.attempts) % len(self.links)
+        routers = self._open_routers
+        start = routers.index(self._preferred) if self._preferred in routers else 0
+        index = routers[(start + msg.attempts) % len(routers)]
         msg.attempts += 1
         return index
 
