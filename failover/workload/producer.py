@@ -58,7 +58,7 @@ class _Message:
     shard: int
     line: bytes  # the request, encoded once
     first_s: float
-    attempts: int = 0
+    hops: int = 0  # routers that could not be reached: the next try goes to the next one
 
 
 class Producer:
@@ -168,9 +168,7 @@ class Producer:
     def _next_router(self, msg: _Message) -> int:
         routers = self._open_routers
         start = routers.index(self._preferred) if self._preferred in routers else 0
-        index = routers[(start + msg.attempts) % len(routers)]
-        msg.attempts += 1
-        return index
+        return routers[(start + msg.hops) % len(routers)]
 
     async def _send(self, index: int, batch: list[_Message]) -> None:
         link = self.links[index]
@@ -219,6 +217,11 @@ class Producer:
         self.stats.recent_waits_s.append(wait_s)
 
     def _refused(self, msg: _Message, reason: str) -> None:
+        """Retry after ``retry_interval_s``: through the next router if this one could not
+        be reached, else through the same one (another router would only reach the same
+        module, or have the same view of ownership)."""
+        if reason == "router-unreachable":
+            msg.hops += 1
         self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
         self.stats.retries += 1
         due = asyncio.get_running_loop().time() + self.retry_interval_s
