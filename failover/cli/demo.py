@@ -121,6 +121,7 @@ def _live(run: Demo) -> None:
             run.tick()
             live.update(render(run))
             time.sleep(0.25)
+    typer.echo("")  # the summary starts on a line of its own
 
 
 def _print_summary(data: dict[str, Any]) -> None:
