@@ -1,4 +1,4 @@
-"""Open a coordination store from its URL (``memory://``, ``sqlite:///path/to/bfm.db``).
+"""Open a coordination store from its URL (``memory://``, ``sqlite:///path``, ``etcd://...``).
 
 URL forms:
 
@@ -10,8 +10,13 @@ URL forms:
   opened; the store's ``url`` always shows the absolute form). The text after ``sqlite://``
   is the path verbatim: no percent-decoding and no ``?options``. Note that this is not
   SQLAlchemy's rule, where three slashes mean a relative path.
-- ``etcd://host:port,host:port`` and ``kubernetes://namespace`` - planned backends; they
-  raise :class:`StoreUrlError` until they are built.
+- ``etcd://host:port,host:port,...`` - an :class:`EtcdStore` on the etcd cluster whose
+  client endpoints are listed (plain HTTP; every member is used, so list them all). An
+  IPv6 host goes in brackets (``[::1]:2379``). An optional path is a key prefix that
+  namespaces every key: ``etcd://127.0.0.1:2379/bfm/run-1/`` (a trailing ``/`` is added
+  when missing). Opening checks that at least one member answers.
+- ``kubernetes://namespace`` - a planned backend; it raises :class:`StoreUrlError` until
+  it is built.
 
 A malformed URL raises :class:`StoreUrlError` (a usage error); a well-formed URL whose
 store cannot be reached raises :class:`failover.ports.StoreUnavailable`.
@@ -19,13 +24,17 @@ store cannot be reached raises :class:`failover.ports.StoreUnavailable`.
 
 from __future__ import annotations
 
+from failover.adapters.etcd_store import EtcdStore
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.ports import CoordinationStore
 
-ACCEPTED_FORMS = "memory://, sqlite:///absolute/path/bfm.db or sqlite://relative/path/bfm.db"
+ACCEPTED_FORMS = (
+    "memory://, sqlite:///absolute/path/bfm.db, sqlite://relative/path/bfm.db "
+    "or etcd://host:port,host:port,host:port"
+)
 
-_PLANNED = {"etcd": "etcd", "kubernetes": "Kubernetes"}
+_PLANNED = {"kubernetes": "Kubernetes"}
 
 
 class StoreUrlError(ValueError):
@@ -53,9 +62,57 @@ def open_store(url: str) -> CoordinationStore:
                 f"bfm: {url!r} would not be shared between processes; use memory:// instead"
             )
         return SqliteStore(rest)
+    if scheme == "etcd":
+        return _open_etcd(url, rest)
     if scheme in _PLANNED:
         raise StoreUrlError(
             f"bfm: the {_PLANNED[scheme]} store backend ({url!r}) is not built yet; "
             f"use {ACCEPTED_FORMS}"
         )
     raise StoreUrlError(f"bfm: unknown store URL {url!r}; use {ACCEPTED_FORMS}")
+
+
+def _open_etcd(url: str, rest: str) -> CoordinationStore:
+    hosts, slash, path = rest.partition("/")
+    if "?" in rest or "#" in rest:
+        raise StoreUrlError(
+            f"bfm: the etcd store URL {url!r} takes no ?options or #fragment; "
+            "use etcd://host:port,host:port[/key/prefix/]"
+        )
+    if not hosts:
+        raise StoreUrlError(
+            f"bfm: the etcd store URL {url!r} names no member; "
+            "use etcd://host:port,host:port,host:port"
+        )
+    endpoints = [_parse_endpoint(url, item) for item in hosts.split(",")]
+    seen = {f"{h}:{p}" for h, p in endpoints}
+    if len(seen) != len(endpoints):
+        raise StoreUrlError(f"bfm: the etcd store URL {url!r} names a member twice")
+    prefix = path if not path or path.endswith("/") else path + "/"
+    if slash and path.startswith("/"):
+        raise StoreUrlError(
+            f"bfm: the key prefix in the etcd store URL {url!r} must not start with '/'"
+        )
+    return EtcdStore(endpoints, prefix=prefix)
+
+
+def _parse_endpoint(url: str, item: str) -> tuple[str, int]:
+    usage = "each member is host:port, e.g. etcd://127.0.0.1:2379,127.0.0.1:22379"
+    if not item:
+        raise StoreUrlError(f"bfm: the etcd store URL {url!r} has an empty member; {usage}")
+    if item.startswith("["):
+        host, bracket, port_text = item[1:].partition("]")
+        if not bracket or not port_text.startswith(":"):
+            raise StoreUrlError(f"bfm: bad etcd member {item!r} in {url!r}; {usage}")
+        port_text = port_text[1:]
+    else:
+        host, colon, port_text = item.rpartition(":")
+        if not colon:
+            raise StoreUrlError(f"bfm: the etcd member {item!r} in {url!r} has no port; {usage}")
+    if not host or any(c.isspace() or c in "@/" for c in host):
+        raise StoreUrlError(f"bfm: bad etcd member host in {item!r} of {url!r}; {usage}")
+    if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise StoreUrlError(
+            f"bfm: the etcd member {item!r} in {url!r} has no valid port (1-65535); {usage}"
+        )
+    return host, int(port_text)

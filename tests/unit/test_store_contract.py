@@ -1,7 +1,9 @@
 """Contract tests every CoordinationStore backend passes (ARCHITECTURE.md section 7).
 
 The ``store`` fixture runs each contract test once per entry of ``STORE_FACTORIES``; a new
-backend (etcd, kubernetes) joins by adding one factory there. Tests of one backend's own
+backend (kubernetes) joins by adding one factory there. The etcd entry runs against a real
+3-member cluster started once for this module (``etcd_cluster``); each test gets its own
+key prefix, so each sees an empty store. Tests of one backend's own
 behaviour (the memory store's fault hook, sqlite file errors) and of ``open_store`` sit in
 the clearly marked sections at the end.
 """
@@ -10,9 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from failover.adapters.etcd_cluster import EtcdCluster, etcd_binary
+from failover.adapters.etcd_store import EtcdStore
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.adapters.store_url import StoreUrlError, open_store
@@ -30,21 +36,37 @@ from failover.ports import (
     StoreUnavailable,
 )
 
-StoreFactory = Callable[[Path], CoordinationStore]
+StoreFactory = Callable[[pytest.FixtureRequest, Path], CoordinationStore]
 
 
-def _memory_store(tmp_path: Path) -> CoordinationStore:
+@pytest.fixture(scope="module")
+def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real 3-member etcd cluster for this module; every member is stopped at the end."""
+    if etcd_binary() is None:
+        pytest.skip("etcd is not installed (Debian: apt-get install -y etcd-server)")
+    with EtcdCluster(tmp_path_factory.mktemp("etcd-contract")) as cluster:
+        yield cluster
+
+
+def _memory_store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinationStore:
     return open_store("memory://")
 
 
-def _sqlite_store(tmp_path: Path) -> CoordinationStore:
+def _sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinationStore:
     return open_store(f"sqlite://{tmp_path / 'bfm.db'}")
+
+
+def _etcd_store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinationStore:
+    cluster: EtcdCluster = request.getfixturevalue("etcd_cluster")
+    # A fresh prefix per test: the shared cluster looks empty to each test.
+    return open_store(f"{cluster.url}/contract-{uuid.uuid4().hex}/")
 
 
 # One entry per backend; the key is the pytest id.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": _memory_store,
     "sqlite": _sqlite_store,
+    "etcd": _etcd_store,
 }
 
 # Ceilings only catch hangs; they are many times what any healthy backend needs.
@@ -54,7 +76,7 @@ THREAD_TIMEOUT_S = 30.0
 
 @pytest.fixture(params=list(STORE_FACTORIES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CoordinationStore]:
-    opened = STORE_FACTORIES[request.param](tmp_path)
+    opened = STORE_FACTORIES[request.param](request, tmp_path)
     yield opened
     opened.close()
 
@@ -610,10 +632,71 @@ def test_open_store_relative_sqlite_path_resolves_against_cwd(
     store.close()
 
 
-@pytest.mark.parametrize("url", ["etcd://127.0.0.1:2379,127.0.0.2:2379", "kubernetes://bfm"])
+@pytest.mark.parametrize("url", ["kubernetes://bfm"])
 def test_open_store_planned_backends_say_not_built_yet(url: str) -> None:
     with pytest.raises(StoreUrlError, match="not built yet"):
         open_store(url)
+
+
+def test_open_store_etcd_names_every_member_and_the_prefix(etcd_cluster: EtcdCluster) -> None:
+    store = open_store(f"{etcd_cluster.url}/bfm/run-1")
+    assert isinstance(store, EtcdStore)
+    assert store.url == f"{etcd_cluster.url}/bfm/run-1/"
+    assert store.prefix == "bfm/run-1/"
+    again = open_store(store.url)
+    assert again.url == store.url
+    revision = store.create("k", {"v": 1})
+    got = again.get("k")
+    assert got is not None
+    assert got.revision == revision
+    assert open_store(etcd_cluster.url).get("bfm/run-1/k") == got.__class__(
+        key="bfm/run-1/k", value={"v": 1}, revision=revision
+    )
+    store.close()
+    again.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("etcd://", "names no member"),
+        ("etcd:///prefix/", "names no member"),
+        ("etcd://127.0.0.1", "has no port"),
+        ("etcd://127.0.0.1:2379,127.0.0.1", "has no port"),
+        ("etcd://127.0.0.1:http", "no valid port"),
+        ("etcd://127.0.0.1:0", "no valid port"),
+        ("etcd://127.0.0.1:65536", "no valid port"),
+        ("etcd://127.0.0.1:2379,,127.0.0.1:2380", "empty member"),
+        ("etcd://127.0.0.1:2379,", "empty member"),
+        ("etcd://:2379", "bad etcd member host"),
+        ("etcd://[::1:2379", "bad etcd member"),
+        ("etcd://127.0.0.1:2379,127.0.0.1:2379", "twice"),
+        ("etcd://127.0.0.1:2379?timeout=1", "no ?options"),
+        ("etcd://127.0.0.1:2379//abs/", "must not start with '/'"),
+    ],
+)
+def test_open_store_malformed_etcd_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(StoreUrlError, match=re.escape(says)) as raised:
+        open_store(url)
+    assert repr(url) in str(raised.value)
+
+
+def test_open_store_etcd_with_no_reachable_member_is_unavailable_naming_each() -> None:
+    # Ports just released by the OS: nothing listens there.
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    url = "etcd://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    started_s = time.monotonic()
+    with pytest.raises(StoreUnavailable) as raised:
+        open_store(url)
+    assert time.monotonic() - started_s < HANG_CEILING_S
+    message = str(raised.value)
+    assert url in message
+    assert all(f"127.0.0.1:{port}: " in message for port in ports)
+    assert "refused" in message.lower()
 
 
 @pytest.mark.parametrize(

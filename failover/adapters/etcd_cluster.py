@@ -1,0 +1,336 @@
+"""Start and stop a local etcd cluster (Debian ``etcd-server``) for tests and local harnesses.
+
+:class:`EtcdCluster` runs ``size`` members on one host with free client and peer ports and a
+data directory each under ``base_dir``, waits (bounded) until every member reports healthy,
+and stops every member it started by PID (SIGCONT, SIGTERM, SIGKILL after a grace period),
+also when start-up fails. Single members can be killed, paused, resumed and restarted, which
+is what the store's failure tests and the later three-site harness need.
+
+Timing (see ``docs/etcd.md``): etcd's defaults (heartbeat 100 ms, election timeout 1000 ms)
+assume an idle host. On a loaded 2-core host a leader starved of CPU, or stalled in fsync,
+for a few hundred milliseconds makes followers call an election, and every request in
+flight then fails or hangs. :data:`HEARTBEAT_INTERVAL_MS` = 200 and
+:data:`ELECTION_TIMEOUT_MS` = 2000 keep etcd's 1:10 ratio while riding out stalls of about
+2 s; the price is that a dead leader is replaced after 2-4 s instead of 1-2 s.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+HEARTBEAT_INTERVAL_MS = 200
+ELECTION_TIMEOUT_MS = 2000
+START_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+_PROBE_TIMEOUT_S = 1.0
+_START_ATTEMPTS = 3  # free ports are picked, then bound by etcd: another process may win one
+
+
+class EtcdClusterError(RuntimeError):
+    """The cluster could not be started (the message names the member and its log)."""
+
+
+@dataclass
+class EtcdMember:
+    """One member: its ports, data directory, log file and (while running) its process."""
+
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the client URL, as the ``etcd://`` store URL lists it."""
+        return f"{self.host}:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def etcd_binary() -> str | None:
+    """The ``etcd`` executable on PATH (Debian: ``apt-get install etcd-server``), or None."""
+    return shutil.which("etcd")
+
+
+def _free_ports(host: str, count: int) -> list[int]:
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class EtcdCluster:
+    """``size`` etcd members on ``host``; use as a context manager so they always stop."""
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
+        election_timeout_ms: int = ELECTION_TIMEOUT_MS,
+        binary: str | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"bfm: an etcd cluster needs at least one member, got {size}")
+        found = binary or etcd_binary()
+        if found is None:
+            raise EtcdClusterError(
+                "bfm: etcd is not installed (Debian: apt-get install -y etcd-server)"
+            )
+        self._binary = found
+        self._base_dir = Path(base_dir)
+        self._size = size
+        self._host = host
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._election_timeout_ms = election_timeout_ms
+        self._token = f"bfm-{uuid.uuid4().hex[:12]}"
+        self.members: list[EtcdMember] = []
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> EtcdCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> builtins.list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def url(self) -> str:
+        """The ``etcd://host:port,...`` store URL naming every member."""
+        return "etcd://" + ",".join(self.endpoints)
+
+    # -- start / stop ----------------------------------------------------------------------
+
+    def start(self, *, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start every member and wait until all are healthy; stop them all if that fails."""
+        last_error: EtcdClusterError | None = None
+        for attempt in range(_START_ATTEMPTS):
+            self._plan(attempt)
+            try:
+                for member in self.members:
+                    self._spawn(member)
+                self.wait_healthy(timeout_s=timeout_s)
+                return
+            except EtcdClusterError as exc:
+                self.stop()
+                last_error = exc
+                if "address already in use" not in str(exc):
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        assert last_error is not None
+        raise last_error
+
+    def _plan(self, attempt: int) -> None:
+        ports = _free_ports(self._host, 2 * self._size)
+        self.members = []
+        for index in range(self._size):
+            name = f"m{index}"
+            directory = self._base_dir / f"try{attempt}" / name
+            directory.mkdir(parents=True, exist_ok=True)
+            self.members.append(
+                EtcdMember(
+                    name=name,
+                    host=self._host,
+                    client_port=ports[2 * index],
+                    peer_port=ports[2 * index + 1],
+                    data_dir=directory / "data",
+                    log_path=directory / "etcd.log",
+                )
+            )
+
+    def _command(self, member: EtcdMember) -> builtins.list[str]:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        return [
+            self._binary,
+            f"--name={member.name}",
+            f"--data-dir={member.data_dir}",
+            f"--listen-client-urls={member.client_url}",
+            f"--advertise-client-urls={member.client_url}",
+            f"--listen-peer-urls={member.peer_url}",
+            f"--initial-advertise-peer-urls={member.peer_url}",
+            f"--initial-cluster={initial}",
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token={self._token}",
+            f"--heartbeat-interval={self._heartbeat_interval_ms}",
+            f"--election-timeout={self._election_timeout_ms}",
+            "--logger=zap",
+            "--log-level=warn",
+        ]
+
+    def _spawn(self, member: EtcdMember) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        with member.log_path.open("ab") as log:
+            member.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                self._command(member),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def wait_healthy(
+        self, *, timeout_s: float = START_TIMEOUT_S, members: builtins.list[int] | None = None
+    ) -> None:
+        """Wait until every running member (or those at ``members``) answers /health true."""
+        wanted = [self.members[i] for i in members] if members is not None else self.members
+        deadline_s = time.monotonic() + timeout_s
+        while True:
+            pending = []
+            for member in wanted:
+                if member.process is not None and member.process.poll() is not None:
+                    raise EtcdClusterError(
+                        f"bfm: etcd member {member.name} exited with code "
+                        f"{member.process.returncode} while starting; its log "
+                        f"({member.log_path}) ends:\n{member.log_tail()}"
+                    )
+                if not self._healthy(member):
+                    pending.append(member.name)
+            if not pending:
+                return
+            if time.monotonic() >= deadline_s:
+                raise EtcdClusterError(
+                    f"bfm: etcd members {', '.join(pending)} were not healthy within "
+                    f"{timeout_s} s; logs under {self._base_dir}"
+                )
+            time.sleep(0.1)
+
+    def _healthy(self, member: EtcdMember) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - http URL built from our own ports
+                f"{member.client_url}/health", timeout=_PROBE_TIMEOUT_S
+            ) as response:
+                return bool(json.loads(response.read()).get("health") == "true")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def leader(self) -> int | None:
+        """Index of the member that is leader now, by asking the members; None if unknown."""
+        ids: dict[str, int] = {}
+        leaders: set[str] = set()
+        for index, member in enumerate(self.members):
+            status = self._status(member) if member.running() else None
+            if status is None:
+                continue
+            ids[str(status.get("header", {}).get("member_id"))] = index
+            leaders.add(str(status.get("leader")))
+        found = [ids[leader] for leader in leaders if leader in ids]
+        return found[0] if len(found) == 1 else None
+
+    def _status(self, member: EtcdMember) -> dict[str, Any] | None:
+        request = urllib.request.Request(  # noqa: S310 - http URL built from our own ports
+            f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310
+                status: dict[str, Any] = json.loads(response.read())
+        except (OSError, ValueError, urllib.error.URLError):
+            return None
+        return status
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one member and reap it (its data directory stays for :meth:`restart`)."""
+        member = self.members[index]
+        if member.process is not None and member.process.poll() is None:
+            member.process.kill()
+            member.process.wait(STOP_GRACE_S)
+
+    def pause(self, index: int) -> None:
+        """SIGSTOP one member: it keeps its sockets but answers nothing."""
+        self._signal(index, signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        """SIGCONT a paused member."""
+        self._signal(index, signal.SIGCONT)
+
+    def _signal(self, index: int, signum: signal.Signals) -> None:
+        member = self.members[index]
+        if member.process is not None and member.process.poll() is None:
+            os.kill(member.process.pid, signum)
+
+    def restart(self, index: int, *, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start a killed or stopped member again on its data directory; wait until healthy."""
+        member = self.members[index]
+        if member.running():
+            return
+        self._spawn(member)
+        self.wait_healthy(timeout_s=timeout_s, members=[index])
+
+    def stop(self, *, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop every member this cluster started, by PID: SIGTERM, SIGKILL after ``grace_s``.
+
+        One member at a time: members told to stop all at once keep trying to hand the
+        leadership to each other, and each waits out its grace period.
+        """
+        for member in self.members:
+            process = member.process
+            if process is None or process.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)  # a paused member cannot act on SIGTERM
+                process.terminate()
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(grace_s)
