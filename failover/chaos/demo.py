@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failover.adapters.sqlite_store import SqliteStore
+from failover.adapters.etcd_cluster import EtcdCluster
 from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
 from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import final_shards
 from failover.core.topology import Topology
+from failover.ports import CoordinationStore
 from failover.runtime import admin
 from failover.runtime.documents import LEADER_KEY
 from failover.workload.endpoints import Endpoints
@@ -74,10 +75,18 @@ class Demo:
     duration_s: float
     scenario: str = "none"
     env: dict[str, str] = field(default_factory=dict)
+    store: str = "sqlite"  # sqlite (a file in the run dir), etcd (a local cluster), or a URL
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r}; known: {', '.join(SCENARIOS)}")
+        if self.store.startswith("memory:"):
+            raise ValueError(
+                "--store memory:// lives in one process; the demo's sites are processes of "
+                "their own: use sqlite, etcd or a sqlite:// or etcd:// URL"
+            )
+        self.etcd: EtcdCluster | None = None
+        self._store: CoordinationStore | None = None
         self.launcher = Launcher(self.run_dir, self.topology, env=self.env)
         self.producer: subprocess.Popen[str] | None = None
         self.faults: list[FaultEvent] = []
@@ -91,9 +100,30 @@ class Demo:
     def stats_file(self) -> Path:
         return self.run_dir / "producer-stats.json"
 
+    @property
+    def store_url(self) -> str:
+        if self.store == "sqlite":
+            return f"sqlite://{self.run_dir / 'bfm.db'}"
+        if self.store == "etcd":
+            if self.etcd is None:
+                raise RuntimeError("the demo's etcd cluster runs only after start()")
+            return self.etcd.url
+        return self.store
+
+    def coordination(self) -> CoordinationStore:
+        """The run's store, opened once (the view and the scenario steps read it)."""
+        if self._store is None:
+            self._store = open_store(self.store_url)
+        return self._store
+
     def start(self) -> None:
-        """Every site process; each worker site's process starts its own components."""
-        self.launcher.prepare()
+        """The store (a local etcd cluster for ``etcd``), then every site process; each
+        worker site's process starts its own components."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.store == "etcd":
+            self.etcd = EtcdCluster(self.run_dir / "etcd")
+            self.etcd.start()
+        self.launcher.prepare(self.store_url)
         for site in self.topology.site_names:
             self.launcher.start_site(site)
 
@@ -199,9 +229,7 @@ class Demo:
         return pid is not None and pid != self._eap_pid
 
     def _kill_leader(self) -> None:
-        store = SqliteStore(self.run_dir / "bfm.db")
-        got = store.get(LEADER_KEY)
-        store.close()
+        got = self.coordination().get(LEADER_KEY)
         self._leader = str(got.value["holder"]) if got else "w"
         self.launcher.kill_site(self._leader)
 
@@ -241,4 +269,9 @@ class Demo:
         self.shards_at_end = final_shards(self.run_dir)  # before stopping moves work
         self.launcher.resume_all()  # a paused process would ignore SIGTERM
         self.launcher.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self.etcd is not None:
+            self.etcd.stop()
         return summary

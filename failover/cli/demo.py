@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from failover.cli.errors import CheckFailed, UsageError
+from failover.cli.errors import CheckFailed, Unreachable, UsageError
 
 if TYPE_CHECKING:
     from failover.chaos.demo import Demo
@@ -37,11 +37,19 @@ def demo(
     headless: Annotated[bool, typer.Option(help="No live view: progress lines on stderr.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where the run's files go.")] = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            help="sqlite (a file in the run directory), etcd (a 3-member cluster on "
+            "127.0.0.1, started and stopped with the demo), or a sqlite:// or etcd:// URL."
+        ),
+    ] = "sqlite",
 ) -> None:
     """Start sites a, b and w, the backbone and a producer; show who owns what; judge the run.
 
     Exit 0 when the checker finds nothing lost, no stale write and no dual owner; 1 otherwise.
     """
+    from failover.adapters.etcd_cluster import EtcdClusterError
     from failover.chaos.demo import SCENARIOS, Demo
     from failover.chaos.run_check import judge
     from failover.cli.durations import parse_duration_s
@@ -52,13 +60,24 @@ def demo(
     duration_s = parse_duration_s(duration)
     directory = run_dir or default_run_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    run = Demo(directory, default_topology(shards_per_component=shards), rate, duration_s, scenario)
-    typer.echo(
-        f"bfm demo: run directory {directory} (store sqlite://{directory / 'bfm.db'})", err=True
+    if store not in ("sqlite", "etcd") and not store.startswith(("sqlite://", "etcd://")):
+        raise UsageError(f"--store {store!r}: give sqlite, etcd, or a sqlite:// or etcd:// URL")
+    run = Demo(
+        directory,
+        default_topology(shards_per_component=shards),
+        rate,
+        duration_s,
+        scenario,
+        store=store,
     )
+    typer.echo(f"bfm demo: run directory {directory}", err=True)
     summary: dict[str, Any] = {}
     try:
-        run.start()
+        try:
+            run.start()
+        except EtcdClusterError as err:
+            raise Unreachable(f"cannot start the demo's etcd cluster: {err}") from None
+        typer.echo(f"bfm demo: store {run.store_url}", err=True)
         _wait_for_placement(run)
         run.start_traffic()
         if headless:
@@ -80,14 +99,15 @@ def demo(
 
 
 def _wait_for_placement(run: Demo, ceiling_s: float = 60.0) -> None:
-    from failover.adapters.sqlite_store import SqliteStore
+    from failover.ports import StoreError
     from failover.runtime.documents import OWNERSHIP_PREFIX
 
     start = time.monotonic()
     while time.monotonic() - start < ceiling_s:
-        store = SqliteStore(run.run_dir / "bfm.db")
-        placed = len(store.list(OWNERSHIP_PREFIX))
-        store.close()
+        try:
+            placed = len(run.coordination().list(OWNERSHIP_PREFIX))
+        except StoreError:
+            placed = 0  # the store is still coming up
         if placed == len(run.topology.components):
             return
         time.sleep(0.2)

@@ -11,19 +11,17 @@ from rich.panel import Panel
 from rich.table import Table
 
 from failover.cli.status import admin_line, instances_line, read_status
+from failover.ports import StoreError
 
 if TYPE_CHECKING:
     from failover.chaos.demo import Demo
 
 
 def render(run: Demo) -> Group:
-    from failover.adapters.sqlite_store import SqliteStore
-
-    store = SqliteStore(run.run_dir / "bfm.db")
     try:
-        data = read_status(store, now_wall_s=time.time())
-    finally:
-        store.close()
+        data = read_status(run.coordination(), now_wall_s=time.time())
+    except StoreError as err:  # shown, not fatal: the store may be failing over
+        return Group(Panel(f"[red]store unreachable: {err}[/red]", title="bfm demo"))
     leader = (data["leader"] or {}).get("site", "none")
     sites = Table(title=f"sites (leader: {leader})", expand=True)
     for column in ("site", "session", "renewed", "components up"):

@@ -38,6 +38,7 @@ from failover.runtime.admin import (
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     LEADER_KEY,
+    OWNERSHIP_PREFIX,
     AdminPolicy,
     LeaderRecord,
     Parsed,
@@ -251,8 +252,9 @@ class ControllerRuntime:
         """Read the ownership documents, decide, and write every decision by CAS."""
         current: dict[str, Ownership] = {}
         revisions: dict[str, str | None] = {}
+        listed = {item.key: item for item in self.store.list(OWNERSHIP_PREFIX)}  # one request
         for c in self.topology.components:
-            got = self.store.get(ownership_key(c))
+            got = listed.get(ownership_key(c))
             if got is None:
                 floor = self._epoch_floor(c)
                 fresh = unowned(c, self.topology.shards_per_component)

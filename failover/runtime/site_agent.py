@@ -18,7 +18,13 @@ from failover.core.fencing import Ownership
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology
 from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
-from failover.runtime.documents import lease_key, lease_parser, ownership_key, ownership_parser
+from failover.runtime.documents import (
+    OWNERSHIP_PREFIX,
+    lease_key,
+    lease_parser,
+    ownership_key,
+    ownership_parser,
+)
 from failover.runtime.grants import Grants
 
 Drained = tuple[tuple[str, int, int], ...]
@@ -127,8 +133,9 @@ class SiteAgentRuntime:
         return fenced
 
     def _read_ownership(self) -> None:
+        listed = {item.key: item for item in self.store.list(OWNERSHIP_PREFIX)}  # one request
         for c in self.topology.components:
-            got = self.store.get(ownership_key(c))
+            got = listed.get(ownership_key(c))
             if got is None:
                 if c in self.doc_revisions:  # it existed: deleted under our feet
                     self.docs.pop(c, None)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from failover.core.fencing import EpochFence, Ownership
-from failover.ports import CoordinationStore, StoreUnavailable
-from failover.runtime.documents import ownership_key, ownership_parser
+from failover.ports import CoordinationStore, StoreError
+from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
 from failover.runtime.grants import GrantsReader, grants_path
 from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
@@ -62,15 +62,21 @@ class OwnershipWatch:
         self._thread.join(timeout=2.0)
 
     def _loop(self) -> None:
+        wanted = {ownership_key(c): c for c in self.components}
         while not self._stop.is_set():
             fresh = dict(self.current)
-            for c in self.components:
+            try:
+                listed = self.store.list(OWNERSHIP_PREFIX)  # one request for all of them
+            except StoreError:
+                listed = []  # keep what we knew: the modules' grants are the gate
+            for got in listed:
+                component = wanted.get(got.key)
+                if component is None:
+                    continue
                 try:
-                    got = self.store.get(ownership_key(c))
-                    if got is not None:
-                        fresh[c] = self._parse(got)
-                except (StoreUnavailable, ValueError):
-                    continue  # keep what we knew: the modules' grants are the gate
+                    fresh[component] = self._parse(got)
+                except ValueError:
+                    continue  # a damaged document: keep what we knew of it
             self.current = fresh
             self._stop.wait(STORE_POLL_INTERVAL_S)
 

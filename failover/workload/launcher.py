@@ -33,9 +33,11 @@ class Launcher:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # "site-<site>" -> its process
         self.endpoints: Endpoints | None = None
 
-    def prepare(self) -> Endpoints:
+    def prepare(self, store_url: str | None = None) -> Endpoints:
+        """Every address of the run, with its store (default: ``bfm.db`` in the run dir)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.endpoints = allocate(f"sqlite://{self.run_dir / 'bfm.db'}", self.topology)
+        url = store_url or f"sqlite://{self.run_dir / 'bfm.db'}"
+        self.endpoints = allocate(url, self.topology)
         self.endpoints.save(self.run_dir)
         return self.endpoints
 

@@ -20,6 +20,7 @@ def run_demo(
     shards: int,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 300,
+    store: str = "sqlite",
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """The finished demo (exit code, output) and its JSON report; the run is in
     ``tmp_path / "run"``."""
@@ -37,6 +38,7 @@ def run_demo(
             f"--scenario={scenario}",
             f"--run-dir={tmp_path / 'run'}",
             f"--report={report}",
+            f"--store={store}",
         ],
         check=False,
         capture_output=True,

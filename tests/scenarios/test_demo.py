@@ -107,3 +107,21 @@ def test_ctrl_c_stops_every_process_of_the_demo(tmp_path: Path) -> None:
     assert "interrupted" in err
     assert json.loads((tmp_path / "report.json").read_text())["acked_lost"] == 0
     assert _leftovers(run_dir) == []
+
+
+@pytest.mark.parametrize("scenario", ["component-crash", "site-crash"])
+def test_demo_scenario_on_etcd(scenario: str, tmp_path: Path) -> None:
+    """`bfm demo --store etcd`: the same system on a real 3-member etcd cluster that the
+    demo starts and stops (no member may be left running)."""
+    done, data = run_demo(
+        tmp_path, scenario, duration_s=14, rate=150, shards=4, timeout_s=240, store="etcd"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "store etcd://127.0.0.1:" in done.stderr
+    assert data["acked"] > 1500
+    assert (data["acked_lost"], data["stale_epoch_accepts"], data["dual_owner_epochs"]) == (
+        0,
+        0,
+        0,
+    )
+    assert _leftovers(tmp_path / "run") == []  # etcd members have the run dir in their args
