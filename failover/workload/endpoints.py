@@ -108,3 +108,34 @@ def allocate(store: str, topology: Topology) -> Endpoints:
     finally:
         ports.release()
     return Endpoints(store, topology.shards_per_component, sites)
+
+
+SITE_BASE_PORT = 7100
+"""In a site of its own (a network namespace), the site's ports start here."""
+
+
+def allocate_per_site(
+    store: str, topology: Topology, hosts: dict[str, str], *, base_port: int = SITE_BASE_PORT
+) -> Endpoints:
+    """Fixed ports on each site's own address (sites in network namespaces of their own:
+    nothing else listens there, and the same port numbers may repeat across sites):
+    heartbeat ``base_port`` (UDP), router ``base_port + 1``, modules from ``base_port + 2``
+    in the topology's component order."""
+    missing = [s for s in topology.site_names if s not in hosts]
+    if missing:
+        raise ValueError(f"no address for site(s) {', '.join(missing)}")
+    if not 1024 <= base_port <= 65535 - 2 - len(topology.components):
+        raise ValueError(f"base_port {base_port} leaves no room for every port of a site")
+    sites = {}
+    for site in topology.site_names:
+        host, worker = hosts[site], topology.is_worker(site)
+        sites[site] = SiteEndpoints(
+            heartbeat=(host, base_port),
+            router=(host, base_port + 1) if worker else None,
+            modules=(
+                {c: (host, base_port + 2 + i) for i, c in enumerate(topology.components)}
+                if worker
+                else {}
+            ),
+        )
+    return Endpoints(store, topology.shards_per_component, sites)

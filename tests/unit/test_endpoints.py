@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from failover.core.topology import default_topology
-from failover.workload.endpoints import ENDPOINTS_FILE, Endpoints, SiteEndpoints, allocate
+from failover.workload.endpoints import (
+    ENDPOINTS_FILE,
+    Endpoints,
+    SiteEndpoints,
+    allocate,
+    allocate_per_site,
+)
 
 STORE = "sqlite:///tmp/bfm-test.db"
 
@@ -136,3 +142,26 @@ def test_a_file_that_is_not_text_is_an_error_naming_the_path(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="is malformed") as caught:
         Endpoints.load(tmp_path)
     assert str(path) in str(caught.value)
+
+
+def test_per_site_allocation_uses_each_sites_address_and_fixed_ports(tmp_path: Path) -> None:
+    topology = default_topology(shards_per_component=4)
+    hosts = {"a": "10.213.7.1", "b": "10.213.7.2", "w": "10.213.7.3"}
+    endpoints = allocate_per_site("etcd://10.213.7.1:2379", topology, hosts, base_port=7100)
+    a, w = endpoints.sites["a"], endpoints.sites["w"]
+    assert a.heartbeat == ("10.213.7.1", 7100)
+    assert a.router == ("10.213.7.1", 7101)
+    assert sorted(p for _, p in a.modules.values()) == list(range(7102, 7108))
+    assert {h for h, _ in a.modules.values()} == {"10.213.7.1"}
+    assert endpoints.sites["b"].router == ("10.213.7.2", 7101)  # same ports, other address
+    assert (w.heartbeat, w.router, w.modules) == (("10.213.7.3", 7100), None, {})
+    endpoints.save(tmp_path)
+    assert Endpoints.load(tmp_path) == endpoints
+
+
+def test_per_site_allocation_names_a_missing_site_and_a_bad_base_port() -> None:
+    topology = default_topology()
+    with pytest.raises(ValueError, match="no address for site"):
+        allocate_per_site("sqlite://x", topology, {"a": "10.0.0.1"})
+    with pytest.raises(ValueError, match="base_port"):
+        allocate_per_site("sqlite://x", topology, {"a": "h", "b": "h", "w": "h"}, base_port=65534)
