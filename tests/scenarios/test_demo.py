@@ -125,3 +125,27 @@ def test_demo_scenario_on_etcd(scenario: str, tmp_path: Path) -> None:
         0,
     )
     assert _leftovers(tmp_path / "run") == []  # etcd members have the run dir in their args
+
+
+def test_the_live_view_shows_sites_shards_traffic_and_decisions(tmp_path: Path) -> None:
+    """`bfm demo` without --headless (the README's first command, shortened)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "failover",
+            "demo",
+            "--duration=4s",
+            "--shards=4",
+            f"--run-dir={tmp_path / 'run'}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for part in ("sites (leader: ", "shards per site", "traffic", "recent decisions"):
+        assert part in done.stdout, part
+    assert "acked_lost=0" in done.stdout
