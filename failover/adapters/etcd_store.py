@@ -50,11 +50,11 @@ import builtins
 import http.client
 import json
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from failover.adapters.memory_store import decode_document, encode_document
+from failover.adapters.polling import poll_for_change
 from failover.ports import (
     Conflict,
     JsonDoc,
@@ -339,16 +339,14 @@ class EtcdStore:
     def wait_for_change(
         self, prefix: str, known: Mapping[str, str], *, timeout_s: float
     ) -> builtins.list[Versioned]:  # plain ``list`` here would name the method above
-        # Entries of ``known`` outside ``prefix`` are ignored rather than counted as deleted.
-        expected = {k: r for k, r in known.items() if k.startswith(prefix)}
-        deadline_s = time.monotonic() + max(timeout_s, 0.0)
-        while True:
-            listing = self.list(prefix)
-            remaining_s = deadline_s - time.monotonic()
-            if {v.key: v.revision for v in listing} != expected or remaining_s <= 0:
-                return listing
-            # Waiting on the close event lets close() end a wait early.
-            self._closed.wait(min(self._poll_interval_s, remaining_s))
+        return poll_for_change(
+            self.list,
+            prefix,
+            known,
+            timeout_s=timeout_s,
+            poll_interval_s=self._poll_interval_s,
+            closed=self._closed,
+        )
 
     def close(self) -> None:
         self._closed.set()

@@ -13,12 +13,12 @@ import builtins
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from failover.adapters.memory_store import decode_document, encode_document
+from failover.adapters.polling import poll_for_change
 from failover.ports import (
     Conflict,
     JsonDoc,
@@ -243,16 +243,14 @@ class SqliteStore:
     def wait_for_change(
         self, prefix: str, known: Mapping[str, str], *, timeout_s: float
     ) -> builtins.list[Versioned]:  # plain ``list`` here would name the method above
-        # Entries of ``known`` outside ``prefix`` are ignored rather than counted as deleted.
-        expected = {k: r for k, r in known.items() if k.startswith(prefix)}
-        deadline_s = time.monotonic() + max(timeout_s, 0.0)
-        while True:
-            listing = self.list(prefix)
-            remaining_s = deadline_s - time.monotonic()
-            if {v.key: v.revision for v in listing} != expected or remaining_s <= 0:
-                return listing
-            # Waiting on the close event lets close() end a wait early.
-            self._closed.wait(min(self._poll_interval_s, remaining_s))
+        return poll_for_change(
+            self.list,
+            prefix,
+            known,
+            timeout_s=timeout_s,
+            poll_interval_s=self._poll_interval_s,
+            closed=self._closed,
+        )
 
     def close(self) -> None:
         self._closed.set()
