@@ -171,7 +171,7 @@ def read_event_docs(
     store: Any, *, since_wall_s: float | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The recorded events as plain data, oldest first, each with its sequence."""
-    from failover.runtime.admin import read_events
+    from failover.runtime.events import read_events
 
     history = read_events(store, since_wall_s=since_wall_s, limit=limit)
     docs = [{"sequence": sequence, **event.to_doc()} for sequence, event in history.events]

@@ -29,12 +29,7 @@ from failover.ports import (
     StoreError,
     StoreUnavailable,
 )
-from failover.runtime.admin import (
-    DEFAULT_KEEP_EVENTS,
-    EventLog,
-    decision_event,
-    effective_policy,
-)
+from failover.runtime.admin import effective_policy
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     LEADER_KEY,
@@ -48,6 +43,7 @@ from failover.runtime.documents import (
     ownership_key,
     ownership_parser,
 )
+from failover.runtime.events import DEFAULT_KEEP_EVENTS, EventLog, decision_event
 
 OnCommit = Callable[[Decision, Ownership], None]
 

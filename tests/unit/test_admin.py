@@ -19,7 +19,7 @@ from failover.core.controller import DecisionKind, PlacementPolicy
 from failover.core.topology import default_topology
 from failover.ports import Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable, Versioned
 from failover.runtime import admin
-from failover.runtime.admin import EventLog, Refused, effective_policy, read_events
+from failover.runtime.admin import Refused, effective_policy
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     AdminPolicy,
@@ -27,6 +27,7 @@ from failover.runtime.documents import (
     event_key,
     ownership_key,
 )
+from failover.runtime.events import EventLog, read_events
 
 TOPOLOGY = default_topology(shards_per_component=SHARDS)
 
