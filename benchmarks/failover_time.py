@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from failover.chaos.demo import headless_command
 from failover.chaos.report import summarize
 
 SCENARIOS = {
@@ -35,18 +36,9 @@ def trial(scenario: str, *, rate: int, duration_s: int, work: Path) -> dict[str,
     report = run_dir.with_suffix(".json")
     started = time.monotonic()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "demo",
-            "--headless",
-            f"--duration={duration_s}s",
-            f"--rate={rate}",
-            f"--scenario={scenario}",
-            f"--run-dir={run_dir}",
-            f"--report={report}",
-        ],
+        headless_command(
+            scenario, run_dir=run_dir, report=report, duration_s=duration_s, rate_per_s=rate
+        ),
         capture_output=True,
         text=True,
         timeout=600,

@@ -275,3 +275,30 @@ class Demo:
         if self.etcd is not None:
             self.etcd.stop()
         return summary
+
+
+def headless_command(
+    scenario: str,
+    *,
+    run_dir: Path,
+    report: Path,
+    duration_s: float,
+    rate_per_s: float,
+    shards: int | None = None,
+    store: str = "sqlite",
+) -> list[str]:
+    """The command line of one ``bfm demo --headless`` run (tests and benchmarks)."""
+    return [
+        sys.executable,
+        "-m",
+        "failover",
+        "demo",
+        "--headless",
+        f"--duration={duration_s}s",
+        f"--rate={rate_per_s}",
+        *([f"--shards={shards}"] if shards is not None else []),
+        f"--scenario={scenario}",
+        f"--run-dir={run_dir}",
+        f"--report={report}",
+        f"--store={store}",
+    ]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from failover.chaos.demo import headless_command
 
 
 def run_demo(
@@ -26,20 +27,15 @@ def run_demo(
     ``tmp_path / "run"``."""
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "demo",
-            "--headless",
-            f"--duration={duration_s}s",
-            f"--rate={rate}",
-            f"--shards={shards}",
-            f"--scenario={scenario}",
-            f"--run-dir={tmp_path / 'run'}",
-            f"--report={report}",
-            f"--store={store}",
-        ],
+        headless_command(
+            scenario,
+            run_dir=tmp_path / "run",
+            report=report,
+            duration_s=duration_s,
+            rate_per_s=rate,
+            shards=shards,
+            store=store,
+        ),
         check=False,
         capture_output=True,
         text=True,
