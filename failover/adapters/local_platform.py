@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from failover.adapters.files import write_text_atomically
 from failover.core.topology import Topology
 from failover.ports import (
     Instance,
@@ -117,9 +118,7 @@ def read_routing(run_dir: Path, site: str) -> bool:
 
 def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -176,10 +175,9 @@ def _run_until_stopped(
 
 
 def _write_status(path: str, status: dict[str, object]) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(status, f)
-    os.replace(tmp, path)
+    from failover.adapters.files import write_text_atomically
+
+    write_text_atomically(Path(path), json.dumps(status))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -149,13 +148,14 @@ class _RoutingView:
 async def _run_with_stats(
     producer: Producer, duration_s: float, stats_file: Path | None
 ) -> ProducerStats:
+    from failover.adapters.files import write_text_atomically
+
     async def publish() -> None:
         while True:
             await asyncio.sleep(1.0)
             if stats_file is not None:
-                tmp = stats_file.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"t": time.time(), **producer.stats.snapshot()}))
-                os.replace(tmp, stats_file)
+                snapshot = {"t": time.time(), **producer.stats.snapshot()}
+                write_text_atomically(stats_file, json.dumps(snapshot))
 
     task = asyncio.create_task(publish())
     try:

@@ -11,12 +11,13 @@ themselves: the self-fence reaches every process of the site.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from failover.adapters.files import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,7 @@ def grants_path(run_dir: Path, site: str) -> Path:
 
 def publish(path: Path, grants: Grants) -> None:
     """Write the file atomically: readers see the old or the new grants, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(grants.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomically(path, grants.to_json())
 
 
 class GrantsReader:

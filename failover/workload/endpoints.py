@@ -8,12 +8,12 @@ find the system through it.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from failover.adapters.files import write_text_atomically
 from failover.core.topology import Topology
 
 ENDPOINTS_FILE = "endpoints.json"
@@ -46,9 +46,7 @@ class Endpoints:
                 for s, e in self.sites.items()
             },
         }
-        tmp = run_dir / f".{ENDPOINTS_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(tmp, run_dir / ENDPOINTS_FILE)
+        write_text_atomically(run_dir / ENDPOINTS_FILE, json.dumps(data, indent=2))
 
     @staticmethod
     def load(run_dir: Path) -> Endpoints:

@@ -54,10 +54,6 @@ class Link:
         """The peer stopped answering and has not answered a probe since."""
         return self._prober is not None and not self._prober.done()
 
-    @property
-    def is_open(self) -> bool:
-        return self._writer is not None
-
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one message and wait for its answer (``TimeoutError``/``ConnectionError``)."""
         await self.open()
