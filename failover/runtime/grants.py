@@ -33,6 +33,11 @@ class Grants:
             return None
         return self.epochs.get((component, index))
 
+    def grant(self, component: str, index: int, *, now_mono_s: float) -> tuple[int, float] | None:
+        """(epoch, valid until) to stamp on work for the shard, or None."""
+        epoch = self.epoch(component, index, now_mono_s=now_mono_s)
+        return None if epoch is None else (epoch, self.valid_until_mono_s)
+
     def to_json(self) -> str:
         shards: dict[str, dict[str, int]] = {}
         for (component, index), epoch in sorted(self.epochs.items()):
@@ -104,6 +109,4 @@ class GrantsReader:
 
     def epoch(self, component: str, index: int) -> tuple[int, float] | None:
         """(epoch, valid until) to stamp on work for the shard, or None."""
-        grants = self.current()
-        epoch = grants.epoch(component, index, now_mono_s=self._monotonic())
-        return None if epoch is None else (epoch, grants.valid_until_mono_s)
+        return self.current().grant(component, index, now_mono_s=self._monotonic())

@@ -39,9 +39,7 @@ class CachedGrants:
             self.current, self.read_at_s = self.reader.current(), now_s
 
     def epoch(self, component: str, index: int) -> tuple[int, float] | None:
-        grants = self.current
-        epoch = grants.epoch(component, index, now_mono_s=self._monotonic())
-        return None if epoch is None else (epoch, grants.valid_until_mono_s)
+        return self.current.grant(component, index, now_mono_s=self._monotonic())
 
 
 class OwnershipWatch:
