@@ -28,13 +28,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-HEARTBEAT_INTERVAL_MS = 200
-ELECTION_TIMEOUT_MS = 2000
+T = TypeVar("T")
+
+HEARTBEAT_INTERVAL_MS = 100
+ELECTION_TIMEOUT_MS = 1000
 START_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 _PROBE_TIMEOUT_S = 1.0
@@ -43,6 +46,22 @@ _START_ATTEMPTS = 3  # free ports are picked, then bound by etcd: another proces
 
 class EtcdClusterError(RuntimeError):
     """The cluster could not be started (the message names the member and its log)."""
+
+
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+
+
+@dataclass(frozen=True)
+class MemberPlace:
+    """Where one member runs when it is not on a free port of one host: its own address
+    (e.g. a site's network namespace), fixed ports, and the argv prefix that starts a
+    process there (``ip netns exec <ns>``; the prefix must exec, so the PID stays etcd's)."""
+
+    host: str
+    argv_prefix: tuple[str, ...] = ()
+    client_port: int = CLIENT_PORT
+    peer_port: int = PEER_PORT
 
 
 @dataclass
@@ -56,6 +75,7 @@ class EtcdMember:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    argv_prefix: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -115,7 +135,14 @@ class EtcdCluster:
         heartbeat_interval_ms: int = HEARTBEAT_INTERVAL_MS,
         election_timeout_ms: int = ELECTION_TIMEOUT_MS,
         binary: str | None = None,
+        places: Sequence[MemberPlace] | None = None,
+        probe_in: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> None:
+        """``places``: one per member (``size`` is then their number), for members on
+        addresses of their own; ``probe_in`` runs each health or status probe (e.g. inside
+        a network namespace: ``NamespaceThread.call``), default here in this thread."""
+        if places is not None:
+            size = len(places)
         if size < 1:
             raise ValueError(f"bfm: an etcd cluster needs at least one member, got {size}")
         found = binary or etcd_binary()
@@ -130,6 +157,8 @@ class EtcdCluster:
         self._heartbeat_interval_ms = heartbeat_interval_ms
         self._election_timeout_ms = election_timeout_ms
         self._token = f"bfm-{uuid.uuid4().hex[:12]}"
+        self._places = list(places) if places is not None else None
+        self._probe_in = probe_in
         self.members: list[EtcdMember] = []
 
     # -- context manager -------------------------------------------------------------------
@@ -181,20 +210,27 @@ class EtcdCluster:
         raise last_error
 
     def _plan(self, attempt: int) -> None:
-        ports = _free_ports(self._host, 2 * self._size)
+        places = self._places
+        if places is None:
+            ports = _free_ports(self._host, 2 * self._size)
+            places = [
+                MemberPlace(self._host, (), ports[2 * i], ports[2 * i + 1])
+                for i in range(self._size)
+            ]
         self.members = []
-        for index in range(self._size):
+        for index, place in enumerate(places):
             name = f"m{index}"
             directory = self._base_dir / f"try{attempt}" / name
             directory.mkdir(parents=True, exist_ok=True)
             self.members.append(
                 EtcdMember(
                     name=name,
-                    host=self._host,
-                    client_port=ports[2 * index],
-                    peer_port=ports[2 * index + 1],
+                    host=place.host,
+                    client_port=place.client_port,
+                    peer_port=place.peer_port,
                     data_dir=directory / "data",
                     log_path=directory / "etcd.log",
+                    argv_prefix=place.argv_prefix,
                 )
             )
 
@@ -213,6 +249,10 @@ class EtcdCluster:
             f"--initial-cluster-token={self._token}",
             f"--heartbeat-interval={self._heartbeat_interval_ms}",
             f"--election-timeout={self._election_timeout_ms}",
+            # A member cut off from the others keeps calling elections with ever higher
+            # terms; without pre-vote, its return deposes the healthy leader (seconds
+            # without a store). Default from etcd 3.5 on; 3.4 (Debian's) needs the flag.
+            "--pre-vote=true",
             "--logger=zap",
             "--log-level=warn",
         ]
@@ -221,7 +261,7 @@ class EtcdCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with member.log_path.open("ab") as log:
             member.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                self._command(member),
+                [*member.argv_prefix, *self._command(member)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -255,7 +295,16 @@ class EtcdCluster:
                 )
             time.sleep(0.1)
 
+    def _probe(self, work: Callable[[], T]) -> T:
+        if self._probe_in is None:
+            return work()
+        result: T = self._probe_in(work)
+        return result
+
     def _healthy(self, member: EtcdMember) -> bool:
+        return self._probe(lambda: self._healthy_here(member))
+
+    def _healthy_here(self, member: EtcdMember) -> bool:
         try:
             with urllib.request.urlopen(  # noqa: S310 - http URL built from our own ports
                 f"{member.client_url}/health", timeout=_PROBE_TIMEOUT_S
@@ -278,6 +327,9 @@ class EtcdCluster:
         return found[0] if len(found) == 1 else None
 
     def _status(self, member: EtcdMember) -> dict[str, Any] | None:
+        return self._probe(lambda: self._status_here(member))
+
+    def _status_here(self, member: EtcdMember) -> dict[str, Any] | None:
         request = urllib.request.Request(  # noqa: S310 - http URL built from our own ports
             f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST"
         )

@@ -24,7 +24,7 @@ store cannot be reached raises :class:`failover.ports.StoreUnavailable`.
 
 from __future__ import annotations
 
-from failover.adapters.etcd_store import EtcdStore
+from failover.adapters.etcd_store import CONNECT_TIMEOUT_S, EtcdStore
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.ports import CoordinationStore
@@ -41,8 +41,12 @@ class StoreUrlError(ValueError):
     """The store URL is malformed, unknown, or names a backend that is not built yet."""
 
 
-def open_store(url: str) -> CoordinationStore:
-    """The store ``url`` names, opened and ready; see the module docstring for the forms."""
+def open_store(url: str, *, request_timeout_s: float | None = None) -> CoordinationStore:
+    """The store ``url`` names, opened and ready; see the module docstring for the forms.
+
+    ``request_timeout_s``: how long one call may wait for a networked store's answer
+    (etcd; connecting gets at most half of it), for callers that must learn sooner than
+    the backend's default, such as a site agent renewing a lease within its deadline."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         raise StoreUrlError(f"bfm: {url!r} is not a store URL; use {ACCEPTED_FORMS}")
@@ -63,7 +67,7 @@ def open_store(url: str) -> CoordinationStore:
             )
         return SqliteStore(rest)
     if scheme == "etcd":
-        return _open_etcd(url, rest)
+        return _open_etcd(url, rest, request_timeout_s)
     if scheme in _PLANNED:
         raise StoreUrlError(
             f"bfm: the {_PLANNED[scheme]} store backend ({url!r}) is not built yet; "
@@ -72,7 +76,7 @@ def open_store(url: str) -> CoordinationStore:
     raise StoreUrlError(f"bfm: unknown store URL {url!r}; use {ACCEPTED_FORMS}")
 
 
-def _open_etcd(url: str, rest: str) -> CoordinationStore:
+def _open_etcd(url: str, rest: str, request_timeout_s: float | None) -> CoordinationStore:
     hosts, slash, path = rest.partition("/")
     if "?" in rest or "#" in rest:
         raise StoreUrlError(
@@ -93,7 +97,14 @@ def _open_etcd(url: str, rest: str) -> CoordinationStore:
         raise StoreUrlError(
             f"bfm: the key prefix in the etcd store URL {url!r} must not start with '/'"
         )
-    return EtcdStore(endpoints, prefix=prefix)
+    if request_timeout_s is None:
+        return EtcdStore(endpoints, prefix=prefix)
+    return EtcdStore(
+        endpoints,
+        prefix=prefix,
+        request_timeout_s=request_timeout_s,
+        connect_timeout_s=min(CONNECT_TIMEOUT_S, request_timeout_s / 2),
+    )
 
 
 def _parse_endpoint(url: str, item: str) -> tuple[str, int]:

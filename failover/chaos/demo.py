@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
 from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import final_shards
+from failover.chaos.schedule import Step, run_due
 from failover.core.topology import Topology
 from failover.ports import CoordinationStore
 from failover.runtime import admin
@@ -55,16 +55,6 @@ SCENARIOS = (
     "switchover",
     "drain",
 )
-
-
-@dataclass
-class Step:
-    at_s: float
-    kind: str
-    target: str
-    action: str  # inject | heal
-    run: Callable[[], None]
-    ready: Callable[[], bool] = lambda: True  # due only once this holds too
 
 
 @dataclass
@@ -238,11 +228,7 @@ class Demo:
 
     def tick(self) -> None:
         """Run every step that is due."""
-        elapsed = time.monotonic() - self.started_s
-        while self.steps and self.steps[0].at_s <= elapsed and self.steps[0].ready():
-            step = self.steps.pop(0)
-            step.run()
-            self.faults.append(FaultEvent(time.time(), step.kind, step.target, step.action))
+        run_due(self.steps, time.monotonic() - self.started_s, self.faults)
 
     def traffic_done(self) -> bool:
         return self.producer is None or self.producer.poll() is not None

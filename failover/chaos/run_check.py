@@ -15,7 +15,7 @@ from failover.adapters.store_url import StoreUrlError, open_store
 from failover.chaos.history import History, LedgerEntry, check, unavailability_by_fault
 from failover.chaos.report import FaultEvent, Report, Violation
 from failover.core.fencing import Ownership
-from failover.ports import StoreError
+from failover.ports import CoordinationStore, StoreError
 from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
 
@@ -118,6 +118,14 @@ def final_shards(run_dir: Path) -> dict[str, dict[str, int]]:
         store = open_store(Endpoints.load(run_dir).store)
     except (OSError, ValueError, StoreUrlError, StoreError):
         return {}
+    try:
+        return shards_owned(store)
+    finally:
+        store.close()
+
+
+def shards_owned(store: CoordinationStore) -> dict[str, dict[str, int]]:
+    """Component -> site -> shards it owns now ({} if the store cannot say)."""
     counts: dict[str, dict[str, int]] = {}
     try:
         for item in store.list("ownership/"):
@@ -128,6 +136,4 @@ def final_shards(run_dir: Path) -> dict[str, dict[str, int]]:
                     per_site[a.owner] = per_site.get(a.owner, 0) + 1
     except (StoreError, ValueError):
         return {}
-    finally:
-        store.close()
     return counts

@@ -55,6 +55,7 @@ def run(
     from failover.adapters.store_url import StoreUrlError, open_store
     from failover.cli import logging_setup
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
+    from failover.core.quorum import LeaseTiming
     from failover.core.topology import default_topology
     from failover.runtime.heartbeats import parse_peer
     from failover.runtime.site_process import SiteSettings
@@ -79,7 +80,9 @@ def run(
         raise UsageError(str(err)) from None
     stop_after_s = parse_duration_s(duration) if duration else None
     try:
-        coordination = open_store(store)
+        # A store call outliving half the renew deadline is given up, so one member that
+        # stopped answering (cut off, paused) never holds a renewal past the deadline.
+        coordination = open_store(store, request_timeout_s=LeaseTiming().renew_deadline_s / 2)
     except StoreUrlError as err:
         raise UsageError(str(err).removeprefix("bfm: ")) from None
     logging_setup.configure()

@@ -16,28 +16,43 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from failover.adapters.local_platform import child_setup, read_instances
 from failover.core.topology import Topology
-from failover.workload.endpoints import Endpoints, allocate
+from failover.workload.endpoints import Endpoints, allocate, allocate_per_site
 
 
 class Launcher:
     def __init__(
-        self, run_dir: Path, topology: Topology, *, env: Mapping[str, str] | None = None
+        self,
+        run_dir: Path,
+        topology: Topology,
+        *,
+        env: Mapping[str, str] | None = None,
+        argv_prefix: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
+        """``argv_prefix(site)`` is put before each site's command (e.g. ``ip netns exec
+        <ns>`` for a site in a network namespace of its own; it must exec in place, so the
+        PID stays the site process's)."""
         self.run_dir, self.topology = run_dir, topology
         self.env = {**os.environ, **(env or {})}
+        self._argv_prefix = argv_prefix or (lambda _site: ())
         self.procs: dict[str, subprocess.Popen[bytes]] = {}  # "site-<site>" -> its process
         self.endpoints: Endpoints | None = None
 
-    def prepare(self, store_url: str | None = None) -> Endpoints:
-        """Every address of the run, with its store (default: ``bfm.db`` in the run dir)."""
+    def prepare(
+        self, store_url: str | None = None, *, hosts: dict[str, str] | None = None
+    ) -> Endpoints:
+        """Every address of the run, with its store (default: ``bfm.db`` in the run dir):
+        free ports on 127.0.0.1, or fixed ports on each site's own address in ``hosts``."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         url = store_url or f"sqlite://{self.run_dir / 'bfm.db'}"
-        self.endpoints = allocate(url, self.topology)
+        if hosts is None:
+            self.endpoints = allocate(url, self.topology)
+        else:
+            self.endpoints = allocate_per_site(url, self.topology, hosts)
         self.endpoints.save(self.run_dir)
         return self.endpoints
 
@@ -47,6 +62,7 @@ class Launcher:
         with (self.run_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
                 [
+                    *self._argv_prefix(site),
                     sys.executable,
                     "-m",
                     "failover",
@@ -64,6 +80,14 @@ class Launcher:
     def site_pid(self, site: str) -> int | None:
         proc = self.procs.get(f"site-{site}")
         return proc.pid if proc is not None and proc.poll() is None else None
+
+    def signal_site(self, site: str, signum: int) -> int:
+        """Send ``signum`` to the site's own process (not its components); returns its PID."""
+        pid = self.site_pid(site)
+        if pid is None:
+            raise RuntimeError(f"site {site}'s process is not running in {self.run_dir}")
+        os.kill(pid, signum)
+        return pid
 
     def component_pid(self, site: str, component: str) -> int | None:
         """The PID of the site's running instance of ``component``, from its instances file."""
@@ -87,6 +111,13 @@ class Launcher:
             raise RuntimeError(f"no running {component} at site {site} in {self.run_dir}")
         os.kill(pid, signum)
         return pid
+
+    @staticmethod
+    def signal_pids(pids: Sequence[int], signum: int) -> None:
+        """Send ``signum`` to each PID that still exists (e.g. SIGCONT to what was paused)."""
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def kill_site(self, site: str) -> None:
         """kill -9 the site's process and every component of it, all at once."""

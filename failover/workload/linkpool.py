@@ -47,6 +47,7 @@ class Link:
         self._waiting: deque[tuple[AnswerFuture, float]] = deque()
         self._reader_task: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
+        self._failed_connects = 0
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -67,12 +68,21 @@ class Link:
             return
         if self.suspect:
             raise ConnectionError(f"{self.host}:{self.port} stopped answering; probing it")
+        failed_before = self._failed_connects
         async with self._opening:
             if self._writer is not None:
                 return
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s
-            )
+            if self._failed_connects != failed_before:
+                # A connect failed while this call waited: fail at once, not one timeout
+                # per waiter in a row (a peer cut off answers no SYN at all).
+                raise ConnectionError(f"cannot connect to {self.host}:{self.port} now")
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), self.timeout_s
+                )
+            except (OSError, TimeoutError):
+                self._failed_connects += 1
+                raise
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read(reader, writer))
 

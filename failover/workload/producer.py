@@ -58,7 +58,7 @@ class _Message:
     shard: int
     line: bytes  # the request, encoded once
     first_s: float
-    hops: int = 0  # routers that could not be reached: the next try goes to the next one
+    last_router: int | None = None  # where it went last: a retry goes to the next router
 
 
 class Producer:
@@ -166,9 +166,19 @@ class Producer:
         self._open_routers = serving or list(range(len(self.links)))
 
     def _next_router(self, msg: _Message) -> int:
+        """New messages go to the router that acknowledged last; a retry goes to the next
+        open router after the one that refused or could not be reached (the refusing
+        site's view may be the stale one: a site cut off from the store still thinks it
+        owns; another router reaches the same module when its view agrees)."""
         routers = self._open_routers
-        start = routers.index(self._preferred) if self._preferred in routers else 0
-        return routers[(start + msg.hops) % len(routers)]
+        if msg.last_router is None:
+            index = self._preferred if self._preferred in routers else routers[0]
+        else:
+            count = len(self.links)
+            after = [(msg.last_router + k) % count for k in range(1, count + 1)]
+            index = next(i for i in after if i in routers)
+        msg.last_router = index
+        return index
 
     async def _send(self, index: int, batch: list[_Message]) -> None:
         link = self.links[index]
@@ -217,11 +227,7 @@ class Producer:
         self.stats.recent_waits_s.append(wait_s)
 
     def _refused(self, msg: _Message, reason: str) -> None:
-        """Retry after ``retry_interval_s``: through the next router if this one could not
-        be reached, else through the same one (another router would only reach the same
-        module, or have the same view of ownership)."""
-        if reason == "router-unreachable":
-            msg.hops += 1
+        """Retry after ``retry_interval_s``, through the next router (``_next_router``)."""
         self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
         self.stats.retries += 1
         due = asyncio.get_running_loop().time() + self.retry_interval_s
