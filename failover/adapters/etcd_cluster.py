@@ -6,12 +6,14 @@ and stops every member it started by PID (SIGCONT, SIGTERM, SIGKILL after a grac
 also when start-up fails. Single members can be killed, paused, resumed and restarted, which
 is what the store's failure tests and the later three-site harness need.
 
-Timing (see ``docs/etcd.md``): etcd's defaults (heartbeat 100 ms, election timeout 1000 ms)
-assume an idle host. On a loaded 2-core host a leader starved of CPU, or stalled in fsync,
-for a few hundred milliseconds makes followers call an election, and every request in
-flight then fails or hangs. :data:`HEARTBEAT_INTERVAL_MS` = 200 and
-:data:`ELECTION_TIMEOUT_MS` = 2000 keep etcd's 1:10 ratio while riding out stalls of about
-2 s; the price is that a dead leader is replaced after 2-4 s instead of 1-2 s.
+Timing (see ``docs/etcd.md``): etcd's defaults, heartbeat 100 ms and election timeout
+1000 ms, with ``--pre-vote`` (off in etcd 3.4). A longer election timeout rides out CPU
+stalls better, but when the leader's site is cut off, no site has a store until the others
+elect a new leader (1-2 s with these values, 2-4 s with 200/2000): the partition runs
+chose the shorter gap. Pre-vote keeps a member that returns from a cut, or merely missed
+heartbeats, from deposing a healthy leader. Members may also run at addresses of their
+own (``MemberPlace``: fixed ports, an argv prefix such as ``ip netns exec <ns>``), with the
+health probes run where those addresses are reachable (``probe_in``).
 """
 
 from __future__ import annotations

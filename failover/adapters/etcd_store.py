@@ -36,11 +36,11 @@ an unknown outcome). The errors:
   connection dropped, etcd's ``request timed out`` 503). It is never retried on another
   member, since the first may have applied it; the caller reads the key again.
 
-Timing: etcd's own request timeout is 5 s + 2 x the election timeout (9 s with the
-cluster timing in :mod:`failover.adapters.etcd_cluster`: heartbeat 200 ms, election
-2000 ms, chosen so that a loaded 2-core host does not trigger spurious elections; see
-``docs/etcd.md``). ``request_timeout_s`` defaults to 3 s so a caller learns sooner; a
-read may take up to that once per member before ``StoreUnavailable``.
+Timing: etcd's own request timeout is 5 s + 2 x the election timeout (7 s with the
+cluster timing in :mod:`failover.adapters.etcd_cluster`; see ``docs/etcd.md``).
+``request_timeout_s`` defaults to 3 s so a caller learns sooner (site agents pass half
+their renew deadline); a read may take up to that once per member before
+``StoreUnavailable``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """`bfm chaos`: BFM on three network-namespace sites under load, faults on a schedule, the
 history judged by the checker.
 
+Two producers: the clients in their own namespace (every site reachable only across the
+network) and site a's own devices inside a's namespace (a fifth of the rate), which keep
+talking to a when a is cut off from the rest, as cameras in a site's LAN would.
+
 A run builds the network (:class:`~failover.chaos.netns.Network`), starts the system in it
 (:class:`~failover.chaos.netsystem.NetSystem`: etcd member, site process and components per
 site), waits until the work is placed, starts the producer in the client namespace, runs
@@ -40,7 +44,9 @@ from failover.core.topology import Topology
 FAULT_AT_S = 5.0
 HOLD_S = 8.0
 PLACEMENT_CEILING_S = 90.0
-PRODUCER_GRACE_S = 90.0  # after its duration: its retries end within its own give-up time
+PRODUCER_GRACE_S = 90.0
+LOCAL_SHARE = 0.2  # site a's own devices send this share of the clients' rate
+MIN_LOCAL_RATE_PER_S = 20.0  # after its duration: its retries end within its own give-up time
 
 FaultMaker = Callable[[NetSystem], nf.Fault]
 
@@ -140,15 +146,34 @@ class ChaosRun:
                 system.start()
                 self.progress(f"store {system.etcd.url}; network {net.subnet}")
                 self._wait_for_placement(system)
-                producer = system.start_producer(
-                    rate_per_s=self.rate_per_s, duration_s=self.duration_s, stats_file=stats_file
-                )
+                producers = {
+                    "clients": system.start_producer(
+                        rate_per_s=self.rate_per_s,
+                        duration_s=self.duration_s,
+                        stats_file=stats_file,
+                    ),
+                    # Site a's own devices: on a's side of any cut, as cameras in a's LAN.
+                    "site_a_devices": system.start_producer(
+                        rate_per_s=max(MIN_LOCAL_RATE_PER_S, self.rate_per_s * LOCAL_SHARE),
+                        duration_s=self.duration_s,
+                        stats_file=self.run_dir / "producer-a-stats.json",
+                        inside="a",
+                        seed=2,
+                    ),
+                }
                 steps = self.plan(system)
-                summary = self._drive(producer, steps, stats_file)
+                summary = self._drive(producers, steps, stats_file)
                 shards = system.read(shards_owned)
             finally:
                 system.stop()
-        report = judge(self.run_dir, faults=self.faults, shards_per_site=shards)
+        # Waits are the clients' (site a's own devices wait out any cut of a, by design);
+        # the checker's counts judge both producers.
+        report = judge(
+            self.run_dir,
+            faults=self.faults,
+            shards_per_site=shards,
+            availability_of="history-1.jsonl",
+        )
         report.extra.update(
             {
                 "scenario": self.scenario or "random",
@@ -175,12 +200,19 @@ class ChaosRun:
         self.progress(f"work placed after {time.monotonic() - start_s:.1f} s")
 
     def _drive(
-        self, producer: subprocess.Popen[bytes], steps: list[Step], stats_file: Path
+        self,
+        producers: dict[str, subprocess.Popen[bytes]],
+        steps: list[Step],
+        stats_file: Path,
     ) -> dict[str, Any]:
         started_s = time.monotonic()
         last_s = started_s
         ceiling_s = self.duration_s + PRODUCER_GRACE_S
-        while producer.poll() is None and time.monotonic() - started_s < ceiling_s:
+
+        def running() -> bool:
+            return any(p.poll() is None for p in producers.values())
+
+        while running() and time.monotonic() - started_s < ceiling_s:
             run_due(steps, time.monotonic() - started_s, self.faults)
             if time.monotonic() - last_s >= 5.0:
                 last_s = time.monotonic()
@@ -189,13 +221,15 @@ class ChaosRun:
         for step in [s for s in steps if s.action == "heal"]:  # the traffic ended first
             step.run()
             self.faults.append(FaultEvent(time.time(), step.kind, step.target, step.action))
-        if producer.poll() is None:
-            producer.kill()
-        out, _ = producer.communicate(timeout=30)
-        try:
-            summary: dict[str, Any] = json.loads(out) if out.strip() else {}
-        except ValueError:
-            summary = {}
+        summary: dict[str, Any] = {}
+        for name, producer in producers.items():
+            if producer.poll() is None:
+                producer.kill()
+            out, _ = producer.communicate(timeout=30)
+            try:
+                summary[name] = json.loads(out) if out.strip() else {}
+            except ValueError:
+                summary[name] = {}
         return summary
 
 

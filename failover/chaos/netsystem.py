@@ -59,7 +59,6 @@ class NetSystem:
             places=[MemberPlace(net.addresses[s], tuple(net.command(s, []))) for s in SITES],
             probe_in=self.client.call,
         )
-        self.producer: subprocess.Popen[bytes] | None = None
         self._store: CoordinationStore | None = None
 
     # -- start / stop ----------------------------------------------------------------------
@@ -74,9 +73,18 @@ class NetSystem:
             self.launcher.start_site(site)
 
     def start_producer(
-        self, *, rate_per_s: float, duration_s: float, stats_file: Path, site: str = "a"
+        self,
+        *,
+        rate_per_s: float,
+        duration_s: float,
+        stats_file: Path,
+        site: str = "a",
+        inside: str = CLIENT,
+        seed: int = 1,
     ) -> subprocess.Popen[bytes]:
-        """``bfm produce`` in the client namespace; its JSON summary comes on stdout."""
+        """``bfm produce`` in namespace ``inside`` (the client namespace, or a site's own
+        for that site's local devices), sending to ``site``'s router first; its JSON
+        summary comes on stdout, its history goes to ``history-<seed>.jsonl``."""
         argv = [
             sys.executable,
             "-m",
@@ -87,13 +95,11 @@ class NetSystem:
             f"--duration={duration_s}s",
             f"--site={site}",
             f"--stats-file={stats_file}",
+            f"--seed={seed}",
             "--json",
         ]
-        with (self.run_dir / "producer.log").open("ab") as log:
-            self.producer = self.net.popen(
-                CLIENT, argv, stdout=subprocess.PIPE, stderr=log, env=self.env
-            )
-        return self.producer
+        with (self.run_dir / f"producer-{seed}.log").open("ab") as log:
+            return self.net.popen(inside, argv, stdout=subprocess.PIPE, stderr=log, env=self.env)
 
     def stop(self) -> None:
         """Every site process (SIGCONT first: a paused one cannot act on SIGTERM), then

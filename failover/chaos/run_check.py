@@ -25,17 +25,27 @@ HEAL_LABELS = {
     "component_pause:heal": "component_resume",
     "drain:heal": "undrain",
     "switchover:heal": "rebalance",
+    # bfm chaos: what follows a heal (a site back, a process resumed) counts apart
+    "site_isolation:heal": "isolation_heal",
+    "pair_cut:heal": "pair_heal",
+    "one_way_cut:heal": "one_way_heal",
+    "link_flap:heal": "flap_end",
+    "leader_pause:heal": "leader_resume",
+    "owner_pause:heal": "owner_resume",
+    "store_member_crash:heal": "store_member_return",
 }
 
 
-def load_history(run_dir: Path) -> History:
+def load_history(run_dir: Path, histories: str = "history-*.jsonl") -> History:
+    """What the producers whose files match ``histories`` were told, with every ledger
+    and every grant decision of the run."""
     history = History()
     ids: dict[str, int] = {}
 
     def number(message_id: str) -> int:
         return ids.setdefault(message_id, len(ids))
 
-    for path in sorted(run_dir.glob("history-*.jsonl")):
+    for path in sorted(run_dir.glob(histories)):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 item = json.loads(line)
@@ -78,11 +88,14 @@ def judge(
     faults: Sequence[FaultEvent] = (),
     end_s: float | None = None,
     shards_per_site: dict[str, dict[str, int]] | None = None,
+    availability_of: str | None = None,
 ) -> Report:
     """The report of a run: the checker's verdict, and unavailability per injected fault.
 
     ``shards_per_site``: who owned what when the traffic ended (taken before the processes
     were stopped, which moves work as they go); read from the store now when not given.
+    ``availability_of``: a glob of the history files whose waits make the unavailability
+    figures (default: all; the checker's counts always judge every producer).
     """
     history = load_history(run_dir)
     history.faults.extend(faults)
@@ -96,6 +109,9 @@ def judge(
     )
     last_s = max([*history.acked.values(), *history.sent.values()], default=0.0)
     end = end_s if end_s is not None else last_s
+    if availability_of is not None:
+        history = load_history(run_dir, availability_of)
+        history.faults.extend(faults)
     waits = [history.acked.get(m, end) - s for m, s in history.sent.items()]
     report.max_unavailability_s = max(waits, default=0.0)  # never acked: waited to the end
     for name, count in (

@@ -2,19 +2,20 @@
 
 The history (JSON lines, wall-clock seconds) is what the checker judges: every message's
 first send, and its acknowledgement with the site and epoch that applied it. A message is
-sent to the first router that answers; refusals and lost connections are retried after
-``retry_interval_s`` (with the same id: modules deduplicate), until ``give_up_s`` after
-the end of the run.
+sent to the first router that answers; refusals and lost connections are retried through the
+next router after ``retry_interval_s``, doubling per refusal up to ``max_retry_interval_s``
+(with the same id: modules deduplicate), until ``give_up_s`` after the end of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 import json
 import os
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -59,6 +60,7 @@ class _Message:
     line: bytes  # the request, encoded once
     first_s: float
     last_router: int | None = None  # where it went last: a retry goes to the next router
+    refusals: int = 0  # so far: each retry waits twice as long, up to the ceiling
 
 
 class Producer:
@@ -73,6 +75,7 @@ class Producer:
         seed: int = 1,
         keys: int = 1000,
         retry_interval_s: float = 0.05,
+        max_retry_interval_s: float = 0.4,
         timeout_s: float = 1.0,
         max_in_flight: int = 4000,
         tick_s: float = 0.005,
@@ -92,11 +95,13 @@ class Producer:
             max_in_flight,
             tick_s,
         )
+        self.max_retry_interval_s = max(max_retry_interval_s, retry_interval_s)
         self.stats = ProducerStats()
         self._serving = serving
         self._open_routers = list(range(len(self.links)))
         self._in_flight = 0  # sent, neither acknowledged nor given up
-        self._retries: deque[tuple[float, _Message]] = deque()  # (due, message), by due
+        self._retries: list[tuple[float, int, _Message]] = []  # heap: (due, seq, message)
+        self._retry_seq = itertools.count()
         self._preferred = 0  # the router that acknowledged last: new messages go there
         self._deadline = 0.0
         self._sending: set[asyncio.Task[None]] = set()
@@ -115,7 +120,7 @@ class Producer:
             self._refresh_routing()
             outgoing: dict[int, list[_Message]] = {}
             while self._retries and self._retries[0][0] <= now:
-                _, msg = self._retries.popleft()
+                _, _, msg = heapq.heappop(self._retries)
                 outgoing.setdefault(self._next_router(msg), []).append(msg)
             if now < start + duration_s:
                 due = int((now - start) * self.rate_per_s) + 1
@@ -227,11 +232,18 @@ class Producer:
         self.stats.recent_waits_s.append(wait_s)
 
     def _refused(self, msg: _Message, reason: str) -> None:
-        """Retry after ``retry_interval_s``, through the next router (``_next_router``)."""
+        """Retry through the next router (``_next_router``) after ``retry_interval_s``,
+        doubled with each refusal of this message up to ``max_retry_interval_s``: during a
+        failover thousands of messages are refused at once, and retrying them all every
+        few milliseconds would load the very sites that are taking over."""
+        msg.refusals += 1
+        delay_s = min(
+            self.max_retry_interval_s, self.retry_interval_s * 2 ** min(msg.refusals - 1, 16)
+        )
         self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
         self.stats.retries += 1
-        due = asyncio.get_running_loop().time() + self.retry_interval_s
+        due = asyncio.get_running_loop().time() + delay_s
         if due < self._deadline:
-            self._retries.append((due, msg))
+            heapq.heappush(self._retries, (due, next(self._retry_seq), msg))
         else:
             self._in_flight -= 1  # given up: no ack line, the checker counts it unacknowledged
