@@ -46,9 +46,15 @@ class SiteAgentRuntime:
         busy: Callable[[], Collection[tuple[str, int]]] = tuple,
         fencing_enabled: bool = True,
         exited: Callable[[str], bool] | None = None,
+        publish_grants: Callable[[Grants], None] | None = None,
     ) -> None:
         """``probe(c)``: the component answered its last probe. ``exited(c)``: its process
-        is gone for certain (down at once); without it every failed probe counts as that."""
+        is gone for certain (down at once); without it every failed probe counts as that.
+        ``publish_grants``: hands the grants to the local processes (the grants file); a
+        renewal that gives grants up (a component reported down, a drain acknowledged)
+        publishes them before its record is written, since the controller may move those
+        shards as soon as it reads the record."""
+        self.publish_grants = publish_grants
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
         self.probe, self.busy = probe, busy
@@ -102,6 +108,10 @@ class SiteAgentRuntime:
                 drained=self.drained(),
                 epochs=self.max_epochs,
             )
+            if self.publish_grants is not None and (
+                (record.components_up, record.drained) != self.reported
+            ):
+                self.publish_grants(self.grants())  # withdrawn here before reported there
             if current is None:
                 self.store.create(key, record.to_doc())
             else:

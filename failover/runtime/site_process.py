@@ -10,6 +10,7 @@ nothing keeps running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -83,6 +84,9 @@ class SiteProcess:
                 probe=probe,
                 exited=exited,
                 fencing_enabled=s.fencing_enabled,
+                publish_grants=(
+                    functools.partial(publish, s.grants_file) if s.grants_file else None
+                ),
             )
         self.controller = ControllerRuntime(
             s.site,

@@ -1,0 +1,87 @@
+"""A site gives grants up locally before it tells the controller, never after.
+
+Found by the partition runs (``bfm chaos --scenario flap-a``): a component that answered
+its probes too slowly on a loaded host was reported down in a lease renewal, the
+controller moved its shards at once, and the module, still running, committed under the
+old epoch for another ~90 ms, until the agent's next poll rewrote the grants file. The
+renewal that reports a component down (or acknowledges a drain) now publishes the
+withdrawn grants before its record is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from failover.adapters.fake_clock import FakeClock
+from failover.adapters.memory_store import MemoryStore
+from failover.core.controller import PlacementPolicy
+from failover.core.detector import DetectorTiming
+from failover.core.quorum import LeaseTiming
+from failover.core.topology import default_topology
+from failover.runtime.controller import ControllerRuntime
+from failover.runtime.documents import lease_key
+from failover.runtime.grants import Grants
+from failover.runtime.site_agent import SiteAgentRuntime
+
+TOPOLOGY = default_topology(shards_per_component=4)
+
+
+def test_a_component_reported_down_is_withdrawn_from_the_grants_before_the_store_hears() -> None:
+    store, clock = MemoryStore(), FakeClock()
+    down: set[str] = set()
+    published: list[tuple[Grants, Any]] = []  # each grants publication, and the stored lease
+
+    def publish(grants: Grants) -> None:
+        lease = store.get(lease_key("a"))
+        published.append((grants, None if lease is None else lease.value))
+
+    agents = {
+        site: SiteAgentRuntime(
+            site,
+            store=store,
+            clock=clock,
+            topology=TOPOLOGY,
+            timing=LeaseTiming(),
+            detector=DetectorTiming(),
+            probe=(lambda c: c not in down) if site == "a" else (lambda c: True),
+            exited=lambda c: False,  # unanswered, not gone: a slow or hung process
+            publish_grants=publish if site == "a" else None,
+        )
+        for site in TOPOLOGY.workers
+    }
+    controller = ControllerRuntime(
+        "w",
+        store=store,
+        clock=clock,
+        topology=TOPOLOGY,
+        timing=LeaseTiming(),
+        detector=DetectorTiming(),
+        policy=PlacementPolicy(),
+    )
+
+    def run(rounds: int) -> None:
+        for _ in range(rounds):
+            for agent in agents.values():
+                agent.renew()
+                agent.poll()
+            controller.tick()
+            clock.advance(0.1)
+
+    run(40)
+    assert any(c == "eep" for c, _ in agents["a"].grants().epochs), "a serves some eep shards"
+    published.clear()
+
+    down.add("eep")
+    run(10)
+
+    reported = [
+        (grants, lease)
+        for grants, lease in published
+        if lease is not None and "eep" in lease.get("components_up", [])
+    ]
+    # The publication made while the store still said "eep up at a" already had no eep.
+    assert reported, published
+    last_before = reported[-1][0]
+    assert not [key for key in last_before.epochs if key[0] == "eep"], last_before
+    lease = store.get(lease_key("a"))
+    assert lease is not None and "eep" not in lease.value["components_up"]
