@@ -48,6 +48,9 @@ from failover.runtime.events import DEFAULT_KEEP_EVENTS, EventLog, decision_even
 OnCommit = Callable[[Decision, Ownership], None]
 
 
+FOLLOWER_OBSERVE_INTERVAL_S = 0.5
+"""How often a replica that does not lead reads the site leases (the leader: every tick)."""
+
 class ControllerRuntime:
     """One site's controller replica."""
 
@@ -100,6 +103,7 @@ class ControllerRuntime:
         self._admin = admin_parser()
         self.acquire_after_s = acquire_after_s
         self._started_s = clock.monotonic()
+        self._observed_at_s = float("-inf")
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -110,8 +114,14 @@ class ControllerRuntime:
     def tick(self) -> None:
         try:
             self.elect()
-            self.observe_sites()
-            if self.leading(self.clock.monotonic()):
+            now = self.clock.monotonic()
+            leading = self.leading(now)
+            # A follower keeps watching the sites (a leader it replaces needs their history)
+            # but more slowly: seeing a lease change later only makes it wait longer.
+            if leading or now - self._observed_at_s >= FOLLOWER_OBSERVE_INTERVAL_S:
+                self._observed_at_s = now
+                self.observe_sites()
+            if leading:
                 self.decide()
         except (StoreUnavailable, OutcomeUnknown):
             self.leader_observer.read_failed()

@@ -18,6 +18,11 @@ import threading
 from collections.abc import Mapping
 
 OK, REFUSED, UNANSWERED = "ok", "refused", "unanswered"
+PROBE_TIMEOUT_S = 0.25
+"""How long a component has to answer a ping. 0.1 s was too short on a saturated 2-core
+host (three etcd members and twenty processes in the partition runs): busy routers missed
+three pings in a row, were taken down, and their shards moved back and forth. A hung
+component is now down after about a second (three misses, probes every 0.1 s)."""
 
 
 def ping_state(address: tuple[str, int], *, timeout_s: float) -> str:
@@ -46,7 +51,7 @@ class ComponentProbes:
         addresses: Mapping[str, tuple[str, int]],
         *,
         interval_s: float = 0.1,
-        timeout_s: float = 0.1,
+        timeout_s: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.addresses = dict(addresses)
         self.interval_s, self.timeout_s = interval_s, timeout_s

@@ -21,6 +21,11 @@ from failover.workload.module import ModuleService
 from failover.workload.router import Router
 
 STORE_POLL_INTERVAL_S = 0.1
+"""How often the router (in the backbone's process) reads who owns what."""
+MODULE_POLL_INTERVAL_S = 1.0
+"""How often any other module reads ownership: only to learn epochs for the sink's check,
+a backstop behind the grants (12 processes polling etcd ten times a second cost it more
+CPU than the traffic on a 2-core host)."""
 GRANTS_CACHE_MAX_AGE_S = 0.25
 """How old a module's admission view of the grants gets; commits check them fresh."""
 
@@ -43,10 +48,12 @@ class CachedGrants:
 
 
 class OwnershipWatch:
-    """Ownership documents read in a background thread every ``STORE_POLL_INTERVAL_S``."""
+    """Ownership documents read in a background thread every ``interval_s``."""
 
-    def __init__(self, store: CoordinationStore, components: tuple[str, ...]) -> None:
-        self.store, self.components = store, components
+    def __init__(
+        self, store: CoordinationStore, components: tuple[str, ...], *, interval_s: float
+    ) -> None:
+        self.store, self.components, self.interval_s = store, components, interval_s
         self.current: dict[str, Ownership] = {}
         self._parse = ownership_parser()
         self._stop = threading.Event()
@@ -76,7 +83,7 @@ class OwnershipWatch:
                 except ValueError:
                     continue  # a damaged document: keep what we knew of it
             self.current = fresh
-            self._stop.wait(STORE_POLL_INTERVAL_S)
+            self._stop.wait(self.interval_s)
 
 
 async def serve(
@@ -91,7 +98,9 @@ async def serve(
     endpoints = Endpoints.load(run_dir)
     mine = endpoints.sites[site]
     components = tuple(sorted(mine.modules))
-    watch = OwnershipWatch(store, components)
+    routes = component == "backbone" and mine.router is not None
+    interval_s = STORE_POLL_INTERVAL_S if routes else MODULE_POLL_INTERVAL_S
+    watch = OwnershipWatch(store, components, interval_s=interval_s)
     watch.start()
     fence = EpochFence(enforce=fencing_enabled)
     path = grants_path(run_dir, site)
@@ -109,7 +118,7 @@ async def serve(
     )
     await module.start(*mine.modules[component])
     router = None
-    if component == "backbone" and mine.router is not None:
+    if routes and mine.router is not None:
         router = Router(
             site,
             owners=lambda: watch.current,
@@ -123,7 +132,7 @@ async def serve(
             if ownership is not None:
                 for i, a in enumerate(ownership.shards):
                     fence.learn(component, i, a.epoch)
-            await asyncio.sleep(STORE_POLL_INTERVAL_S)
+            await asyncio.sleep(interval_s)
 
     learner = asyncio.create_task(learn_epochs())
     await stop.wait()
