@@ -48,6 +48,7 @@ class Link:
         self._reader_task: asyncio.Task[None] | None = None
         self._opening = asyncio.Lock()
         self._failed_connects = 0
+        self._down_until_s = float("-inf")
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -68,6 +69,8 @@ class Link:
             return
         if self.suspect:
             raise ConnectionError(f"{self.host}:{self.port} stopped answering; probing it")
+        if asyncio.get_running_loop().time() < self._down_until_s:
+            raise ConnectionError(f"cannot connect to {self.host}:{self.port} (just failed)")
         failed_before = self._failed_connects
         async with self._opening:
             if self._writer is not None:
@@ -80,8 +83,20 @@ class Link:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port), self.timeout_s
                 )
-            except (OSError, TimeoutError):
+            except TimeoutError:
+                # No answer to the SYN (a peer cut off): fail at once for a while rather than
+                # make every next request wait out a connect of its own (a router would spend
+                # a timeout on each batch). With a probe, until the peer answers it; without,
+                # for one timeout.
                 self._failed_connects += 1
+                if self.probe is not None:
+                    if not self.suspect:
+                        self._prober = asyncio.create_task(self._probe_until_answered())
+                else:
+                    self._down_until_s = asyncio.get_running_loop().time() + self.timeout_s
+                raise
+            except OSError:  # after TimeoutError, which is one too
+                self._failed_connects += 1  # refused, unreachable: it failed fast, try again
                 raise
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read(reader, writer))

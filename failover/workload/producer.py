@@ -1,7 +1,8 @@
 """A steady stream of backbone messages, each retried until acknowledged, with a history.
 
 The history (JSON lines, wall-clock seconds) is what the checker judges: every message's
-first send, and its acknowledgement with the site and epoch that applied it. A message is
+first send, and its acknowledgement with the site and epoch that applied it; each refusal
+(which router, why) is there too, for the reader of a run. A message is
 sent to the first router that answers; refusals and lost connections are retried through the
 next router after ``retry_interval_s``, doubling per refusal up to ``max_retry_interval_s``
 (with the same id: modules deduplicate), until ``give_up_s`` after the end of the run.
@@ -237,6 +238,10 @@ class Producer:
         failover thousands of messages are refused at once, and retrying them all every
         few milliseconds would load the very sites that are taking over."""
         msg.refusals += 1
+        self.history.write(
+            f'{{"op":"refused","id":"{msg.id}","t":{self._wall()!r},'
+            f'"router":{msg.last_router},"reason":{json.dumps(reason)}}}\n'
+        )
         delay_s = min(
             self.max_retry_interval_s, self.retry_interval_s * 2 ** min(msg.refusals - 1, 16)
         )

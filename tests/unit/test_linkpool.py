@@ -273,3 +273,39 @@ def test_a_link_without_a_probe_tries_again_at_once_after_a_timeout() -> None:
         server.close()
 
     _run(scenario)
+
+
+def test_a_connect_that_times_out_makes_the_next_ones_fail_fast_for_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer cut off answers no SYN: each request must not wait out a connect of its own.
+
+    The silent network is a stand-in here (``open_connection`` that never completes); the
+    partition runs (tests/scenarios/test_chaos.py) meet the real one.
+    """
+    attempts: list[float] = []
+
+    async def silent(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        attempts.append(time.monotonic())
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    async def scenario() -> None:
+        monkeypatch.setattr(asyncio, "open_connection", silent)
+        link = Link("127.0.0.1", 9, timeout_s=0.2)
+        waiting = [asyncio.create_task(link.open()) for _ in range(5)]
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        assert len(attempts) == 1  # one connect for all five waiters
+        assert isinstance(results[0], TimeoutError)
+        assert all(isinstance(r, ConnectionError) for r in results[1:])
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="just failed"):
+            await link.open()
+        assert time.monotonic() - started < 0.1 and len(attempts) == 1
+        await asyncio.sleep(0.25)  # one timeout later it tries again
+        with pytest.raises(TimeoutError):
+            await link.open()
+        assert len(attempts) == 2
+        await link.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), TEST_DEADLINE_S))

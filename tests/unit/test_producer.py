@@ -74,7 +74,8 @@ def _history(text: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
     by_id: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for line in text.splitlines():
         item = json.loads(line)
-        by_id.setdefault(item["id"], {"send": [], "ack": []})[item["op"]].append(item)
+        ops = by_id.setdefault(item["id"], {"send": [], "ack": [], "refused": []})
+        ops[item["op"]].append(item)
     return by_id
 
 
