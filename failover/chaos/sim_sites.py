@@ -83,6 +83,12 @@ class WorkerProc:
                 proc.runtime.heard_peer(self.site, store_ok=self.agent.store_ok)
                 if net.link(peer, self.site):
                     self.runtime.heard_peer(peer, store_ok=proc.agent.store_ok)
+        # The sites without an agent (the witness) send what their controller replica saw.
+        for site, controller in self.sim.controllers.items():
+            if site in self.sim.workers or controller.dead or not net.running(site):
+                continue
+            if net.link(site, self.site) and net.link(self.site, site):
+                self.runtime.heard_peer(site, store_ok=controller.runtime.store_ok)
 
     def serving(self, component: str, index: int) -> int | None:
         """The epoch under which this site would accept work for the shard now, or None."""

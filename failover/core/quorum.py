@@ -128,7 +128,8 @@ def in_failsafe(
     store_ok: bool,
     peers: Mapping[str, PeerReport | None],
 ) -> bool:
-    """Store unreachable, and every other worker confirms directly it cannot reach it either."""
+    """Store unreachable, and every other site (the witness too) confirms directly that it
+    cannot reach it either: a site that can might be the controller taking work over."""
     if store_ok or not peers:
         return False
     for report in peers.values():

@@ -51,6 +51,7 @@ OnCommit = Callable[[Decision, Ownership], None]
 FOLLOWER_OBSERVE_INTERVAL_S = 0.5
 """How often a replica that does not lead reads the site leases (the leader: every tick)."""
 
+
 class ControllerRuntime:
     """One site's controller replica."""
 
@@ -104,6 +105,7 @@ class ControllerRuntime:
         self.acquire_after_s = acquire_after_s
         self._started_s = clock.monotonic()
         self._observed_at_s = float("-inf")
+        self.store_ok = False  # whether the last round reached the store (heartbeats say it)
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -123,7 +125,9 @@ class ControllerRuntime:
                 self.observe_sites()
             if leading:
                 self.decide()
+            self.store_ok = True
         except (StoreUnavailable, OutcomeUnknown):
+            self.store_ok = False
             self.leader_observer.read_failed()
             for observer in self.observers.values():
                 observer.read_failed()

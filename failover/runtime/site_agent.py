@@ -60,7 +60,12 @@ class SiteAgentRuntime:
         self.probe, self.busy = probe, busy
         self.exited = exited or (lambda component: not probe(component))
         self.agent = SiteAgent(
-            site, timing=timing, peers=topology.workers, fencing_enabled=fencing_enabled
+            # Every other site, the witness too: a failsafe needs all of them to confirm they
+            # cannot reach the store (whoever can may be the controller taking work over).
+            site,
+            timing=timing,
+            peers=topology.site_names,
+            fencing_enabled=fencing_enabled,
         )
         self.detectors = {c: ComponentDetector(detector) for c in topology.components}
         self.docs: dict[str, Ownership] = {}

@@ -103,7 +103,7 @@ class SiteProcess:
         self.heartbeats = HeartbeatChannel(
             s.site,
             bind=s.listen,
-            peers={site: p for site, p in s.peers.items() if s.topology.is_worker(site)},
+            peers=dict(s.peers),  # the witness too: its store access decides failsafes
             store_ok=self._store_ok,
             on_report=self._peer_report,
             monotonic=clock.monotonic,
@@ -168,8 +168,10 @@ class SiteProcess:
             self._stop.wait(delay_s)
 
     def _store_ok(self) -> bool:
+        """What this site's heartbeats say of its store access: the agent's last renewal,
+        or at the witness its controller replica's last round."""
         with self._lock:
-            return self.agent.agent.store_ok if self.agent else True
+            return self.agent.agent.store_ok if self.agent else self.controller.store_ok
 
     def _peer_report(self, peer: str, store_ok: bool, sent_s: float) -> None:
         if self.agent is not None:

@@ -1,4 +1,5 @@
-"""A site gives grants up locally before it tells the controller, never after.
+"""Safety found by the partition runs: grants given up locally before the controller hears,
+and no failsafe while the witness can reach the store.
 
 Found by the partition runs (``bfm chaos --scenario flap-a``): a component that answered
 its probes too slowly on a loaded host was reported down in a lease renewal, the
@@ -85,3 +86,24 @@ def test_a_component_reported_down_is_withdrawn_from_the_grants_before_the_store
     assert not [key for key in last_before.epochs if key[0] == "eep"], last_before
     lease = store.get(lease_key("a"))
     assert lease is not None and "eep" not in lease.value["components_up"]
+
+
+def test_a_site_agent_waits_for_the_witness_too_before_a_failsafe() -> None:
+    """The runtime gives each agent every other site as a failsafe peer, the witness too
+    (see test_quorum.test_no_failsafe_while_the_witness_can_reach_the_store)."""
+    clock = FakeClock()
+    agent = SiteAgentRuntime(
+        "a",
+        store=MemoryStore(),
+        clock=clock,
+        topology=TOPOLOGY,
+        timing=LeaseTiming(),
+        detector=DetectorTiming(),
+        probe=lambda c: True,
+    )
+    assert set(agent.agent.peers) == {"b", "w"}
+    agent.agent.store_failed()
+    agent.heard_peer("b", store_ok=False, at_s=clock.monotonic())
+    assert not agent.agent.failsafe(clock.monotonic())  # b alone proves nothing
+    agent.heard_peer("w", store_ok=False, at_s=clock.monotonic())
+    assert agent.agent.failsafe(clock.monotonic())

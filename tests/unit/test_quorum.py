@@ -406,3 +406,17 @@ def test_key_property_example_late_renewal_with_slow_store() -> None:
 )
 def test_majority(votes: int, total: int, expected: bool) -> None:
     assert has_majority(votes, total) is expected
+
+
+def test_no_failsafe_while_the_witness_can_reach_the_store() -> None:
+    """Found by `bfm chaos --scenario flap-a`: b's renewal failed on the member a's flapping
+    link had cut (OutcomeUnknown), b's heartbeats said "store down", a served on in
+    failsafe, while the controller at w had the store all along and moved a's shards.
+    Every other site must confirm, the witness too."""
+    timing = LeaseTiming()
+    down = PeerReport(10.0, store_ok=False)
+    assert in_failsafe(now_s=10.1, timing=timing, store_ok=False, peers={"b": down, "w": down})
+    assert not in_failsafe(now_s=10.1, timing=timing, store_ok=False, peers={"b": down, "w": None})
+    assert not in_failsafe(
+        now_s=10.1, timing=timing, store_ok=False, peers={"b": down, "w": PeerReport(10.0, True)}
+    )

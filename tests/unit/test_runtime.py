@@ -190,6 +190,11 @@ class Cluster:
                     self.agents[receiver].heard_peer(
                         sender, store_ok=self.agents[sender].agent.store_ok
                     )
+            if "w" in self.running_controllers:  # the witness: what its controller saw
+                for receiver in self.running_agents:
+                    self.agents[receiver].heard_peer(
+                        "w", store_ok=self.controllers["w"].store_ok
+                    )
         if k % TICK_EVERY == 0:
             for s in SITES:
                 if s in self.running_controllers:
