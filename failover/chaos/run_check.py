@@ -109,6 +109,7 @@ def judge(
     )
     last_s = max([*history.acked.values(), *history.sent.values()], default=0.0)
     end = end_s if end_s is not None else last_s
+    report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     if availability_of is not None:
         history = load_history(run_dir, availability_of)
         history.faults.extend(faults)
@@ -124,7 +125,6 @@ def judge(
     report.unavailability_s = unavailability_by_fault(history, end_s=end, fault_kinds=HEAL_LABELS)
     report.faults = list(faults)
     report.shards_per_site = final_shards(run_dir) if shards_per_site is None else shards_per_site
-    report.extra = {"sent": len(history.sent), "unacknowledged": len(history.sent) - verdict.acked}
     return report
 
 
