@@ -18,12 +18,12 @@ a superseded epoch, judged by the checker from the ledgers) plus its ``acked_los
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from failover.chaos.sentinel_analysis import read_history
 
 Shard = tuple[str, int]
 
@@ -36,17 +36,7 @@ class Recovery:
     not_recovered: int
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The history's JSON lines (a line cut short by a kill is skipped)."""
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict):
-            records.append(item)
-    return records
+read_records = read_history  # BFM's producers and Sentinel's writers: the same JSON lines
 
 
 def survivor_recovery(
