@@ -192,9 +192,7 @@ class Cluster:
                     )
             if "w" in self.running_controllers:  # the witness: what its controller saw
                 for receiver in self.running_agents:
-                    self.agents[receiver].heard_peer(
-                        "w", store_ok=self.controllers["w"].store_ok
-                    )
+                    self.agents[receiver].heard_peer("w", store_ok=self.controllers["w"].store_ok)
         if k % TICK_EVERY == 0:
             for s in SITES:
                 if s in self.running_controllers:
