@@ -131,7 +131,7 @@ class ChaosRun:
 
         return [
             Step(at_s, fault.kind, fault.target, "inject", inject),
-            Step(at_s + hold_s, fault.kind, fault.target, "heal", heal, fault.ready),
+            Step(round(at_s + hold_s, 3), fault.kind, fault.target, "heal", heal, fault.ready),
         ]
 
     def run(self) -> Report:

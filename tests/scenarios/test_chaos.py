@@ -58,18 +58,23 @@ def _needs_namespaces() -> None:
 
 
 def run_chaos(
-    tmp_path: Path, scenario: str, *, env: dict[str, str] | None = None
+    tmp_path: Path,
+    scenario: str,
+    *,
+    env: dict[str, str] | None = None,
+    duration_s: int = DURATION_S,
 ) -> tuple[int, dict[str, Any]]:
     report = tmp_path / "report.json"
     before = set(netns.namespaces())
+    how = ["--random", f"--seed={scenario.split(':')[1]}"] if ":" in scenario else []
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "failover",
             "chaos",
-            f"--scenario={scenario}",
-            f"--duration={DURATION_S}s",
+            *(how or [f"--scenario={scenario}"]),
+            f"--duration={duration_s}s",
             f"--rate={RATE_PER_S}",
             f"--report={report}",
             f"--run-dir={tmp_path / 'run'}",
@@ -105,3 +110,15 @@ def test_without_fencing_the_stale_owner_is_caught(tmp_path: Path, scenario: str
     assert report["stale_epoch_accepts"] > 0, report
     assert code == 1
     assert any(v["invariant"] == "single_writer" for v in report["violations"])
+
+
+def test_random_faults_keep_every_invariant(tmp_path: Path) -> None:
+    """``bfm chaos --random --seed 11``: several faults one after another (the plan is
+    deterministic per seed: tests/unit/test_chaos_plan.py)."""
+    code, report = run_chaos(tmp_path, "random:11", duration_s=45)
+    injected = [f for f in report["faults"] if f["action"] == "inject"]
+    assert len(injected) >= 2, report["faults"]
+    summary = {k: report[k] for k in ("acked_lost", "stale_epoch_accepts", "dual_owner_epochs")}
+    assert summary == {"acked_lost": 0, "stale_epoch_accepts": 0, "dual_owner_epochs": 0}, report
+    assert code == 0 and report["violations"] == []
+    assert report["scenario"] == "random" and report["seed"] == 11
