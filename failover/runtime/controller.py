@@ -105,7 +105,9 @@ class ControllerRuntime:
         self.acquire_after_s = acquire_after_s
         self._started_s = clock.monotonic()
         self._observed_at_s = float("-inf")
-        self.store_ok = False  # whether the last round reached the store (heartbeats say it)
+        # Whether the last round reached the store (the witness's heartbeats say it). True
+        # until a round fails: "I cannot reach it either" is what allows others a failsafe.
+        self.store_ok = True
 
     def leading(self, now_s: float) -> bool:
         return (
