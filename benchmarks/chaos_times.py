@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ from failover.chaos.chaos_run import SCENARIOS, ChaosRun
 from failover.chaos.report import summarize
 from failover.core.topology import default_topology
 
+KEEP_DIR = Path(tempfile.gettempdir()) / "bfm-chaos-kept"
 DEFAULT = "isolate-a,isolate-b,isolate-w,cut-a-b,oneway-a-to-b,pause-leader,pause-owner-a"
 DEFAULT += ",kill-store-w,flap-a"
 
@@ -60,6 +62,11 @@ def main() -> None:
                     args.rate,
                     scenario=scenario,
                 ).run()
+                if report.violations:  # keep the evidence: the temporary directory goes
+                    kept = KEEP_DIR / run_dir.name
+                    shutil.copytree(run_dir, kept, ignore=shutil.ignore_patterns("etcd"))
+                    counts["kept_runs"] += 1
+                    print(f"chaos_times: violations; run kept in {kept}", file=sys.stderr)
                 for kind, values in report.unavailability_s.items():
                     by_kind.setdefault(kind, []).extend(values)
                 for note in report.extra.get("fault_notes", []):

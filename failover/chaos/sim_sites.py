@@ -80,15 +80,26 @@ class WorkerProc:
             if peer == self.site or proc is None or not proc.alive():
                 continue
             if net.link(self.site, peer):
-                proc.runtime.heard_peer(self.site, store_ok=self.agent.store_ok)
+                proc.runtime.heard_peer(self.site, store_ok=self._site_store_ok(self.site))
                 if net.link(peer, self.site):
-                    self.runtime.heard_peer(peer, store_ok=proc.agent.store_ok)
+                    self.runtime.heard_peer(peer, store_ok=self._site_store_ok(peer))
         # The sites without an agent (the witness) send what their controller replica saw.
         for site, controller in self.sim.controllers.items():
             if site in self.sim.workers or controller.dead or not net.running(site):
                 continue
             if net.link(site, self.site) and net.link(self.site, site):
-                self.runtime.heard_peer(site, store_ok=controller.runtime.store_ok)
+                self.runtime.heard_peer(site, store_ok=self._site_store_ok(site))
+
+    def _site_store_ok(self, site: str) -> bool:
+        """What a site's heartbeats say (as SiteProcess does): "down" only when neither its
+        agent's last renewal nor its live controller replica's last round reached the store."""
+        proc = self.sim.workers.get(site)
+        controller = self.sim.controllers.get(site)
+        agent_ok = proc is not None and proc.agent.store_ok
+        controller_ok = (
+            controller is not None and not controller.dead and controller.runtime.store_ok
+        )
+        return agent_ok or controller_ok
 
     def serving(self, component: str, index: int) -> int | None:
         """The epoch under which this site would accept work for the shard now, or None."""

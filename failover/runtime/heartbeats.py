@@ -73,8 +73,10 @@ class HeartbeatChannel:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop answering and close the socket (also when never started)."""
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=2.0)
         self._sock.close()
 
     def ping_all(self) -> None:

@@ -168,10 +168,12 @@ class SiteProcess:
             self._stop.wait(delay_s)
 
     def _store_ok(self) -> bool:
-        """What this site's heartbeats say of its store access: the agent's last renewal,
-        or at the witness its controller replica's last round."""
+        """What this site's heartbeats say of its store access. "Down" (which lets the
+        others enter a failsafe) only when nothing here reaches it: neither the agent's
+        last renewal nor the controller replica's last round (it might lead and act)."""
         with self._lock:
-            return self.agent.agent.store_ok if self.agent else self.controller.store_ok
+            agent_ok = self.agent.agent.store_ok if self.agent else False
+            return agent_ok or self.controller.store_ok
 
     def _peer_report(self, peer: str, store_ok: bool, sent_s: float) -> None:
         if self.agent is not None:

@@ -23,6 +23,7 @@ from failover.runtime.controller import ControllerRuntime
 from failover.runtime.documents import lease_key
 from failover.runtime.grants import Grants
 from failover.runtime.site_agent import SiteAgentRuntime
+from failover.runtime.site_process import SiteProcess, SiteSettings
 
 TOPOLOGY = default_topology(shards_per_component=4)
 
@@ -107,3 +108,19 @@ def test_a_site_agent_waits_for_the_witness_too_before_a_failsafe() -> None:
     assert not agent.agent.failsafe(clock.monotonic())  # b alone proves nothing
     agent.heard_peer("w", store_ok=False, at_s=clock.monotonic())
     assert agent.agent.failsafe(clock.monotonic())
+
+
+def test_a_site_says_store_down_only_when_neither_its_agent_nor_its_controller_reaches_it() -> None:
+    """What a worker's heartbeats tell the others (their failsafe hangs on it)."""
+    site = SiteProcess(SiteSettings("b", topology=TOPOLOGY), store=MemoryStore(), clock=FakeClock())
+    try:
+        assert site.agent is not None
+        site.agent.agent.store_failed()
+        site.controller.store_ok = True
+        assert site._store_ok()  # its controller replica might lead and act
+        site.controller.store_ok = False
+        assert not site._store_ok()
+        site.agent.agent.store_ok = True
+        assert site._store_ok()
+    finally:
+        site.heartbeats.close()
