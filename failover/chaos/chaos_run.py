@@ -159,6 +159,7 @@ class ChaosRun:
                         stats_file=self.run_dir / "producer-a-stats.json",
                         inside="a",
                         seed=2,
+                        stay_local=True,
                     ),
                 }
                 steps = self.plan(system)

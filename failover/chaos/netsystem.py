@@ -81,6 +81,7 @@ class NetSystem:
         site: str = "a",
         inside: str = CLIENT,
         seed: int = 1,
+        stay_local: bool = False,
     ) -> subprocess.Popen[bytes]:
         """``bfm produce`` in namespace ``inside`` (the client namespace, or a site's own
         for that site's local devices), sending to ``site``'s router first; its JSON
@@ -96,6 +97,7 @@ class NetSystem:
             f"--site={site}",
             f"--stats-file={stats_file}",
             f"--seed={seed}",
+            *(["--stay-local"] if stay_local else []),
             "--json",
         ]
         with (self.run_dir / f"producer-{seed}.log").open("ab") as log:

@@ -73,6 +73,13 @@ def produce(
     rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 200.0,
     duration: Annotated[str, typer.Option(help="How long to send, e.g. 20s.")] = "20s",
     site: Annotated[str, typer.Option(help="Send to this site's router first.")] = "a",
+    stay_local: Annotated[
+        bool,
+        typer.Option(
+            help="Send every new message to --site's router while it takes traffic (a "
+            "site's own devices), not to the router that answered last."
+        ),
+    ] = False,
     history: Annotated[str | None, typer.Option(help="History file (JSON lines).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of message ids and keys.")] = 1,
     as_json: Annotated[
@@ -103,6 +110,7 @@ def produce(
             wall=time.time,
             seed=seed,
             serving=_RoutingView(Path(run_dir), [s for s, _ in entries]),
+            stay_first=stay_local,
         )
         stats = asyncio.run(
             _run_with_stats(

@@ -81,10 +81,13 @@ class Producer:
         max_in_flight: int = 4000,
         tick_s: float = 0.005,
         serving: Callable[[], Sequence[bool]] | None = None,
+        stay_first: bool = False,
     ) -> None:
         """``serving()``: per router, whether its site takes client traffic now (the
         platform's routing); routers of a site that left it are tried only when no
-        router is left."""
+        router is left. ``stay_first``: new messages go to the first router whenever it
+        is open (a site's own devices, configured with their site's entry point), not to
+        the router that acknowledged last; retries still move on."""
         self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
         self.rate_per_s, self.shard_count = rate_per_s, shard_count
         self.history, self._wall = history, wall
@@ -99,6 +102,7 @@ class Producer:
         self.max_retry_interval_s = max(max_retry_interval_s, retry_interval_s)
         self.stats = ProducerStats()
         self._serving = serving
+        self._stay_first = stay_first  # new messages to the first router whenever it is open
         self._open_routers = list(range(len(self.links)))
         self._in_flight = 0  # sent, neither acknowledged nor given up
         self._retries: list[tuple[float, int, _Message]] = []  # heap: (due, seq, message)
@@ -178,7 +182,8 @@ class Producer:
         owns; another router reaches the same module when its view agrees)."""
         routers = self._open_routers
         if msg.last_router is None:
-            index = self._preferred if self._preferred in routers else routers[0]
+            preferred = 0 if self._stay_first else self._preferred
+            index = preferred if preferred in routers else routers[0]
         else:
             count = len(self.links)
             after = [(msg.last_router + k) % count for k in range(1, count + 1)]

@@ -280,3 +280,27 @@ def test_through_a_real_router_every_message_is_applied_once_where_its_shard_liv
         site, epoch = owner[send["shard"]]
         assert (ack["site"], ack["epoch"]) == (site, epoch)
         assert applied[site][msg_id] == (send["component"], send["shard"], epoch)
+
+
+def test_a_sites_own_devices_send_every_new_message_to_their_site_first() -> None:
+    """Router a refuses every first attempt (the retry goes to b, which acknowledges); new
+    messages still start at a with ``stay_first``, and follow b (the last to acknowledge)
+    without it."""
+
+    async def first_attempts(stay_first: bool) -> int:
+        local, other = FakeRouter(refusals=1, site="a"), FakeRouter(refusals=0, site="b")
+        producer = _producer(
+            [await local.start(), await other.start()], io.StringIO(), stay_first=stay_first
+        )
+        await producer.run(duration_s=0.3, give_up_s=3.0)
+        await local.close()
+        await other.close()
+        return len(local.seen)  # messages that went to a at least once
+
+    async def scenario() -> None:
+        sent_to_a_staying = await first_attempts(True)
+        sent_to_a_following = await first_attempts(False)
+        assert sent_to_a_staying >= 30  # every one of ~60 at 200 msg/s started at a
+        assert sent_to_a_following <= 5  # after b's first ack, new ones went to b
+
+    _run(scenario)
