@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from failover.chaos import net_faults as nf
-from failover.chaos.netns import Network
+from failover.chaos.netns import SITES, Network
 from failover.chaos.netsystem import NetSystem
 from failover.chaos.report import FaultEvent, Report
 from failover.chaos.run_check import judge, shards_owned
@@ -67,8 +67,8 @@ SCENARIOS: dict[str, FaultMaker] = {
 
 def random_fault(rng: random.Random, system: NetSystem, hold_s: float) -> nf.Fault:
     """One fault of any kind, its target drawn too."""
-    site, worker = rng.choice("abw"), rng.choice("ab")
-    x, y = rng.sample("abw", 2)
+    site, worker = rng.choice(SITES), rng.choice(system.topology.workers)
+    x, y = rng.sample(SITES, 2)
     makers: list[Callable[[], nf.Fault]] = [
         lambda: nf.isolate(system, site),
         lambda: nf.cut_pair(system, x, y),
@@ -236,7 +236,7 @@ class ChaosRun:
 
 def _store_leader(system: NetSystem) -> str | None:
     index = system.etcd.leader()
-    return None if index is None else "abw"[index]
+    return None if index is None else SITES[index]
 
 
 def _stats_line(stats_file: Path) -> str:

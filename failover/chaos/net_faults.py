@@ -90,11 +90,8 @@ def pause_owner(system: NetSystem, site: str) -> Fault:
     launcher = system.launcher
 
     def start() -> None:
-        for component in system.topology.components:
-            pid = launcher.component_pid(site, component)
-            if pid is not None:
-                launcher.signal_component(site, component, signal.SIGSTOP)
-                pids.append(pid)
+        pids.extend(launcher.component_pids(site))
+        launcher.signal_pids(pids, signal.SIGSTOP)
 
     def stop() -> None:
         launcher.signal_pids(pids, signal.SIGCONT)
@@ -108,9 +105,7 @@ def crash_owner(system: NetSystem, site: str) -> Fault:
     launcher = system.launcher
 
     def start() -> None:
-        for component in system.topology.components:
-            if launcher.component_pid(site, component) is not None:
-                launcher.signal_component(site, component, signal.SIGKILL)
+        launcher.signal_pids(launcher.component_pids(site), signal.SIGKILL)
 
     return Fault(
         "component_crash",

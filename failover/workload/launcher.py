@@ -100,6 +100,11 @@ class Launcher:
         pid = int(entry["pid"])
         return pid if self._is_component(pid, site, component) else None
 
+    def component_pids(self, site: str) -> list[int]:
+        """The PIDs of the site's running component instances (each looked up once)."""
+        pids = (self.component_pid(site, c) for c in self.topology.components)
+        return [pid for pid in pids if pid is not None]
+
     def components_running(self, site: str) -> bool:
         """Every component of a worker site runs (as its instances file says)."""
         return all(self.component_pid(site, c) is not None for c in self.topology.components)
@@ -121,14 +126,11 @@ class Launcher:
 
     def kill_site(self, site: str) -> None:
         """kill -9 the site's process and every component of it, all at once."""
-        pids = [self.component_pid(site, c) for c in self.topology.components]
+        pids = self.component_pids(site)
         proc = self.procs.pop(f"site-{site}", None)
         if proc is not None:
             proc.kill()
-        for pid in pids:
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        self.signal_pids(pids, signal.SIGKILL)
         if proc is not None:
             proc.wait(timeout=10)
 
@@ -138,11 +140,7 @@ class Launcher:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
         for site in self.topology.workers:
-            for c in self.topology.components:
-                pid = self.component_pid(site, c)
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGCONT)
+            self.signal_pids(self.component_pids(site), signal.SIGCONT)
 
     def stop(self, timeout_s: float = 15.0) -> dict[str, int]:
         """SIGTERM to every site process (each stops its components first), then SIGKILL to
