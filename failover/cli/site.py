@@ -59,6 +59,7 @@ def run(
     from failover.core.topology import default_topology
     from failover.runtime.heartbeats import parse_peer
     from failover.runtime.site_process import SiteSettings
+    from failover.telemetry import configure_process, shutdown_process
 
     site = site.lower()
     probes = None
@@ -85,7 +86,8 @@ def run(
         coordination = open_store(store, request_timeout_s=LeaseTiming().renew_deadline_s / 2)
     except StoreUrlError as err:
         raise UsageError(str(err).removeprefix("bfm: ")) from None
-    logging_setup.configure()
+    if not configure_process("bfm-site", site, Path(run_dir) if run_dir is not None else None):
+        logging_setup.configure()  # telemetry off (BFM_TELEMETRY=off): JSON logs all the same
     if fencing_disabled():
         warn_fencing_off()
     settings = SiteSettings(
@@ -102,6 +104,7 @@ def run(
         )
     finally:
         coordination.close()
+        shutdown_process()
 
 
 def _from_run_dir(
@@ -142,19 +145,24 @@ def _run_until_stopped(
     """Run the site; with ``components_dir`` it also starts and supervises its components."""
     from failover.adapters.local_platform import LocalPlatform
     from failover.adapters.system_clock import SystemClock
+    from failover.runtime.instrumented_store import InstrumentedStore
     from failover.runtime.site_process import SiteProcess
     from failover.runtime.supervisor import Supervisor
 
     clock = SystemClock()
+    # One store, measured per user: the agent (and supervisor), the controller replica.
+    agent_store = InstrumentedStore(store, site=settings.site, component="agent")
+    controller_store = InstrumentedStore(store, site=settings.site, component="controller")
     supervisor = None
     if components_dir is not None:
         platform = LocalPlatform(components_dir, settings.topology, sites=(settings.site,))
-        supervisor = Supervisor(platform, settings.site, clock=clock, store=store)
+        supervisor = Supervisor(platform, settings.site, clock=clock, store=agent_store)
     if probes is not None:
         probes.start()
     process = SiteProcess(
         settings,
-        store=store,
+        store=agent_store,
+        controller_store=controller_store,
         clock=clock,
         probe=probes.alive if probes is not None else (lambda component: True),
         exited=probes.exited if probes is not None else None,

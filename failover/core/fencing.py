@@ -36,7 +36,8 @@ class Ownership:
     component: str
     shards: tuple[Assignment, ...]
     max_epoch: int
-    trace_id: str = ""
+    trace_id: str = ""  # the deciding trace (32 hex; "" before any decision)
+    span_id: str = ""  # the deciding span in it (16 hex), so later work can link to it
 
     def owner(self, index: int) -> str | None:
         return self.shards[index].owner
@@ -57,6 +58,7 @@ class Ownership:
             "component": self.component,
             "max_epoch": self.max_epoch,
             "trace_id": self.trace_id,
+            "span_id": self.span_id,
             "shards": [
                 {
                     "owner": a.owner,
@@ -87,10 +89,12 @@ class Ownership:
             raise ValueError(f"ownership document lacks field {missing}") from None
         if any(max(a.epoch, a.drain_id) > max_epoch for a in shards):
             raise ValueError(f"ownership of {component}: a shard epoch exceeds max_epoch")
-        trace_id = doc.get("trace_id", "")
+        trace_id, span_id = doc.get("trace_id", ""), doc.get("span_id", "")
         if not isinstance(trace_id, str):
             raise ValueError(f"field 'trace_id' must be a string, got {trace_id!r}")
-        return Ownership(component, shards, max_epoch, trace_id)
+        if not isinstance(span_id, str):
+            raise ValueError(f"field 'span_id' must be a string, got {span_id!r}")
+        return Ownership(component, shards, max_epoch, trace_id, span_id)
 
 
 def _int(value: Any, name: str) -> int:
@@ -146,7 +150,9 @@ def reassign(
         Assignment(moves[i][0], new_epoch, moves[i][1]) if i in moves else a
         for i, a in enumerate(ownership.shards)
     )
-    return Ownership(ownership.component, shards, new_epoch, trace_id or ownership.trace_id)
+    if trace_id:  # a new decision: its span is the caller's to set (the runtime does)
+        return Ownership(ownership.component, shards, new_epoch, trace_id)
+    return Ownership(ownership.component, shards, new_epoch, ownership.trace_id, ownership.span_id)
 
 
 def set_draining(ownership: Ownership, indexes: Iterable[int], *, draining: bool) -> Ownership:

@@ -8,13 +8,22 @@ Each decision round also reads the operator's ``admin/policy`` (``failover.runti
 and applies it: drained sites are views with ``admin_drained``, pins are merged over the
 configured ``PlacementPolicy``. Every committed decision is appended to the decision
 history (``events/``); a failed append never holds up the decisions.
+
+Every decision is one trace (``failover.runtime.decision_trace``: ``self.trace``, which
+also keeps what the controller saw in the site leases for the decision it leads to).
+Metrics (``failover.runtime.controller_metrics``: ``self.metrics``): every replica
+exports its role; the leader exports its view of the system and of its decisions, and
+removes those series when it stops leading.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from opentelemetry.trace import Span, Tracer
+
+from failover import telemetry
 from failover.core.agent import LeaseRecord
 from failover.core.controller import Decision, PlacementPolicy, SiteView, decide_component
 from failover.core.detector import DetectorTiming, Stability
@@ -30,6 +39,8 @@ from failover.ports import (
     StoreUnavailable,
 )
 from failover.runtime.admin import effective_policy
+from failover.runtime.controller_metrics import LeaderMetrics
+from failover.runtime.decision_trace import DecisionTracer
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     LEADER_KEY,
@@ -46,7 +57,6 @@ from failover.runtime.documents import (
 from failover.runtime.events import DEFAULT_KEEP_EVENTS, EventLog, decision_event
 
 OnCommit = Callable[[Decision, Ownership], None]
-
 
 FOLLOWER_OBSERVE_INTERVAL_S = 0.5
 """How often a replica that does not lead reads the site leases (the leader: every tick)."""
@@ -65,18 +75,25 @@ class ControllerRuntime:
         timing: LeaseTiming,
         detector: DetectorTiming,
         policy: PlacementPolicy,
-        trace_id: Callable[[], str] = str,
+        trace_id: Callable[[], str] | None = None,
         on_commit: OnCommit | None = None,
         keep_events: int = DEFAULT_KEEP_EVENTS,
         acquire_after_s: float = 0.0,
+        tracer: Tracer | None = None,
     ) -> None:
         """``acquire_after_s``: for this long after start, do not take a free or expired
         leader lease (only the preferred replica, the witness's, starts at 0: it has no
-        workload to share its process with, and a leader crash there moves no work)."""
+        workload to share its process with, and a leader crash there moves no work).
+
+        ``trace_id``: where the trace ids written into ownership documents come from
+        (the simulation passes its own, deterministic ones); by default each decision's
+        ``bfm.decision`` span's, or a random one while telemetry is not configured.
+        ``tracer``: default ``failover.telemetry.tracer()`` (tests pass their own)."""
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
         self.timing, self.policy = timing, policy
         self.trace_id, self.on_commit = trace_id, on_commit
+        self.tracer = tracer or telemetry.tracer()
         lease_s = timing.lease_duration_s
         self.leader_observer = LeaseObserver(lease_duration_s=lease_s)
         self.observers = {w: LeaseObserver(lease_duration_s=lease_s) for w in topology.workers}
@@ -108,6 +125,12 @@ class ControllerRuntime:
         # Whether the last round reached the store (the witness's heartbeats say it). True
         # until a round fails: "I cannot reach it either" is what allows others a failsafe.
         self.store_ok = True
+        self._leader_holder: str | None = None  # of the leader lease ("": damaged)
+        keep_s = detector.max_holdoff_s + lease_s  # how long an observation may explain
+        self.trace = DecisionTracer(
+            site, clock=clock, tracer=self.tracer, keep_s=keep_s, components=topology.components
+        )
+        self.metrics = LeaderMetrics(site)
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -116,6 +139,12 @@ class ControllerRuntime:
         )
 
     def tick(self) -> None:
+        try:
+            self._tick()
+        finally:
+            self._export_roles()
+
+    def _tick(self) -> None:
         try:
             self.elect()
             now = self.clock.monotonic()
@@ -140,10 +169,12 @@ class ControllerRuntime:
         try:
             record = self._leader(got) if got else None
             self.leader_observer.observe(record, now)
+            self._leader_holder = record.holder if record else None
         except ValueError:
             # A damaged leader lease: the leader repairs it at once (by CAS, so exclusively);
             # anyone else takes it over once it has not changed for a lease duration.
             record = None
+            self._leader_holder = ""
             self.leader_observer.observe(("damaged", got.revision if got else ""), now)
             if not (self.leading(now) or self.leader_observer.expired(now)):
                 return
@@ -177,10 +208,13 @@ class ControllerRuntime:
         except Conflict:
             self.renewed_at_s = None
             return
+        finally:
+            self.metrics.observe_renewal(max(self.clock.monotonic() - now, 0.0))
         self.renewed_at_s, self.term = now, new.term
 
     def observe_sites(self) -> None:
         now = self.clock.monotonic()
+        leading = self.leading(now)
         for w, observer in self.observers.items():
             got = self.store.get(lease_key(w))
             summary: object
@@ -190,15 +224,21 @@ class ControllerRuntime:
             except ValueError:
                 record, summary = None, ("damaged", got.revision if got else "")
             if record is not None:
+                self.trace.note_lease_change(w, self.records.get(w), record, now)
                 self.records[w] = record
             # A damaged or deleted lease proves nothing about its site: judge it by the last
             # good record until no change has been seen for a lease duration.
             observer.observe(summary, now)
             record = self.records.get(w)
             alive = record is not None and not observer.expired(now)
+            detected_after_s = self.trace.note_liveness(w, alive, observer, now)
+            if leading:
+                self.metrics.site_liveness(w, alive=alive, detected_after_s=detected_after_s)
             ups = frozenset(record.components_up) if alive and record is not None else frozenset()
             if ups == self.last_ups.get(w):
                 continue
+            changed = self.trace.note_ups(w, self.last_ups.get(w, frozenset()), ups, now)
+            self.metrics.components_changed(w, changed, now)
             self.last_ups[w] = ups
             # A site on its first session that has not brought a component up yet is
             # starting, not failed; after a crash its session is higher and it waits.
@@ -289,14 +329,41 @@ class ControllerRuntime:
         choices = (drained, tuple(sorted(policy.pinned.items())))
         inputs = (tuple(revisions.values()), tuple(views.values()), choices)
         if inputs == self.last_inputs:
-            return []  # nothing new since the last round, which decided nothing
-        trace_id = self.trace_id()
+            return []  # nothing new since the last round, which decided nothing (no span)
+        decide_started_s = self.clock.wall()
         decisions = [
             d
             for c in current  # components whose ownership could be read
-            if (d := decide_component(self.topology, current[c], views, policy, trace_id=trace_id))
+            if (d := decide_component(self.topology, current[c], views, policy))
         ]
+        decide_ended_s = self.clock.wall()
         self.last_inputs = None if decisions else inputs
+        committed: list[Decision] = []
+        if decisions:
+            trace_id = self.trace_id() if self.trace_id is not None else None
+            for parent, group in self.trace.groups(decisions, current).items():
+                done, phases = self.trace.trace_decisions(
+                    group,
+                    current,
+                    parent=parent,
+                    trace_id=trace_id,
+                    term=self.term,
+                    decide_s=(decide_started_s, decide_ended_s),
+                    write=lambda ds, fence: self._write(ds, revisions, fence),
+                    record=lambda ds: self._commit(ds, current),
+                )
+                self.metrics.observe_phases(phases)
+                committed += done
+            self.trace.forget_observations(component="")
+            for d in committed:
+                current[d.component] = d.ownership
+        self.metrics.export_state(self.topology, current, views, policy)
+        return committed
+
+    def _write(
+        self, decisions: Sequence[Decision], revisions: Mapping[str, str | None], fence: Span
+    ) -> list[Decision]:
+        """CAS each new ownership document: its new epochs are the fencing tokens."""
         committed = []
         for d in decisions:
             key, revision = ownership_key(d.component), revisions[d.component]
@@ -308,12 +375,30 @@ class ControllerRuntime:
                         key, d.ownership.to_doc(), expected_revision=revision
                     )
             except Conflict:
+                fence.add_event("conflict: not written", attributes={"bfm.component": d.component})
                 continue
+            fence.set_attribute(f"bfm.max_epoch.{d.component}", d.ownership.max_epoch)
             committed.append(d)
-            if self.on_commit is not None:
-                self.on_commit(d, current[d.component])
-            self._record(d, current[d.component])
+        fence.set_attribute("bfm.committed", [d.component for d in committed])
         return committed
+
+    def _commit(self, committed: Sequence[Decision], before: Mapping[str, Ownership]) -> str:
+        """Tell ``on_commit``, the history and the metrics of the committed decisions; why
+        the history could not be appended to ("" if it could)."""
+        for d in committed:
+            if self.on_commit is not None:
+                self.on_commit(d, before[d.component])
+            self._record(d, before[d.component])
+            self.metrics.count_commit(d, before[d.component], self.clock.monotonic())
+        return self.events_error
+
+    def _export_roles(self) -> None:
+        now = self.clock.monotonic()
+        leading = self.leading(now)
+        if not leading:
+            self.last_inputs = None  # decide afresh when leading again
+        present = leading or (bool(self._leader_holder) and not self.leader_observer.expired(now))
+        self.metrics.export_roles(leading=leading, present=present)
 
     def _admin_note(self) -> str:
         """The operator's choices in force, for the history's reasons ("" when none)."""

@@ -6,6 +6,10 @@ clock (``CLOCK_MONOTONIC`` is shared by every process of one host). The router a
 modules read it: work is admitted only under a published grant and only until then. If
 the agent stops (crash, pause), the file stops being renewed and the grants run out by
 themselves: the self-fence reaches every process of the site.
+
+``decisions`` names, per component, the decision that wrote the ownership document the
+grants come from (its W3C ``traceparent``): the router and modules link the spans of work
+they handle under a new epoch to it (ARCHITECTURE.md section 5).
 """
 
 from __future__ import annotations
@@ -13,11 +17,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from failover.adapters.files import write_text_atomically
+from failover.core.fencing import Ownership
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def decision_traceparent(ownership: Ownership) -> str:
+    """The ``traceparent`` of the decision that wrote ``ownership`` ("" when the document
+    names none: written before decisions were traced, or by the simulation)."""
+    trace_id, span_id = ownership.trace_id, ownership.span_id
+    valid = (
+        len(trace_id) == 32
+        and len(span_id) == 16
+        and set(trace_id + span_id) <= _HEX
+        and bool(trace_id.strip("0") and span_id.strip("0"))  # all-zero ids are invalid
+    )
+    return f"00-{trace_id}-{span_id}-01" if valid else ""
 
 
 @dataclass(frozen=True)
@@ -26,6 +46,7 @@ class Grants:
     session: int
     valid_until_mono_s: float
     epochs: Mapping[tuple[str, int], int]
+    decisions: Mapping[str, str] = field(default_factory=dict)  # component -> traceparent
 
     def epoch(self, component: str, index: int, *, now_mono_s: float) -> int | None:
         """The epoch to stamp on work for this shard, or None: not ours, or run out."""
@@ -48,6 +69,7 @@ class Grants:
                 "session": self.session,
                 "valid_until_mono_s": self.valid_until_mono_s,
                 "shards": shards,
+                "decisions": dict(sorted(self.decisions.items())),
             }
         )
 
@@ -60,8 +82,13 @@ class Grants:
                 for c, shards in data["shards"].items()
                 for i, e in shards.items()
             }
+            decisions = {str(c): str(tp) for c, tp in data.get("decisions", {}).items()}
             return Grants(
-                str(data["site"]), int(data["session"]), float(data["valid_until_mono_s"]), epochs
+                str(data["site"]),
+                int(data["session"]),
+                float(data["valid_until_mono_s"]),
+                epochs,
+                decisions,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"malformed grants file ({err})") from None

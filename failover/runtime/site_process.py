@@ -62,7 +62,11 @@ class SiteProcess:
         probe: Callable[[str], bool] = lambda component: True,
         exited: Callable[[str], bool] | None = None,
         supervisor: Supervisor | None = None,
+        controller_store: CoordinationStore | None = None,
     ) -> None:
+        """``controller_store``: the store as the controller replica reaches it (default
+        ``store``; the site entry point passes a second ``InstrumentedStore`` around the
+        same store, so each side's requests are measured under its own label)."""
         self.settings = settings
         self.supervisor = supervisor
         self._serving: bool | None = None  # as last routed through the platform
@@ -90,7 +94,7 @@ class SiteProcess:
             )
         self.controller = ControllerRuntime(
             s.site,
-            store=store,
+            store=controller_store or store,
             clock=clock,
             topology=s.topology,
             timing=s.timing,
@@ -254,6 +258,7 @@ class SiteProcess:
                 "epochs": [decision.ownership.shards[i].epoch for i in shards],
                 "at_wall_s": self.clock.wall(),
                 "trace_id": decision.ownership.trace_id,
+                "span_id": decision.ownership.span_id,
             },
         )
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from failover import telemetry
 from failover.core.restarts import CrashHistory, RestartTiming
 from failover.ports import (
     Clock,
@@ -179,6 +180,7 @@ class Supervisor:
                     extra={"event": "restart_failed", "site": self.site, "component": component},
                 )
                 return
+            telemetry.COMPONENT_RESTARTS.labels(self.site, component).inc()
             log.info(
                 f"component {component} restarted (pid {restarted.pid})",
                 extra={

@@ -42,7 +42,8 @@ def ownerships(draw: st.DrawFn, *, max_shards: int = 12) -> Ownership:
     shards = draw(st.lists(assignments(max_epoch=max_epoch), min_size=1, max_size=max_shards))
     component = draw(st.sampled_from(("eep", "eap", "backbone")))
     trace_id = draw(st.text(alphabet="0123456789abcdef", max_size=32))
-    return Ownership(component, tuple(shards), max_epoch, trace_id)
+    span_id = draw(st.text(alphabet="0123456789abcdef", max_size=16))
+    return Ownership(component, tuple(shards), max_epoch, trace_id, span_id)
 
 
 def _doc() -> dict[str, Any]:
@@ -50,6 +51,7 @@ def _doc() -> dict[str, Any]:
         "component": "eep",
         "max_epoch": 3,
         "trace_id": "t1",
+        "span_id": "",
         "shards": [
             {"owner": "a", "epoch": 3, "session": 1, "draining": False, "drain_id": 0},
             {"owner": None, "epoch": 0, "session": 0, "draining": False, "drain_id": 0},
@@ -142,6 +144,7 @@ def _with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
         (_with(("shards", 0, "drain_id"), 4), "ownership of eep: a shard epoch exceeds max_epoch"),
         (_with(("trace_id",), 7), "field 'trace_id' must be a string, got 7"),
         (_with(("trace_id",), None), "field 'trace_id' must be a string, got None"),
+        (_with(("span_id",), 7), "field 'span_id' must be a string, got 7"),
         (_with(("component",), ""), "field 'component' must be a non-empty string, got ''"),
     ],
 )
@@ -228,8 +231,16 @@ def test_reassign_moved_shards_get_the_next_epoch_and_others_keep_theirs(
 
 
 def test_reassign_keeps_the_trace_id_when_none_is_given() -> None:
-    ownership = Ownership("eep", (Assignment("a", 1),), 1, "t-old")
+    ownership = Ownership("eep", (Assignment("a", 1),), 1, "t-old", "s-old")
     assert reassign(ownership, {0: ("b", 2)}).trace_id == "t-old"
+    assert reassign(ownership, {0: ("b", 2)}).span_id == "s-old"
+    assert reassign(ownership, {0: ("b", 2)}, trace_id="t-new").span_id == ""
+
+
+def test_ownership_doc_without_span_id_still_parses() -> None:
+    doc = _doc()
+    del doc["span_id"]
+    assert Ownership.from_doc(doc).span_id == ""
 
 
 def test_reassign_without_moves_changes_nothing() -> None:

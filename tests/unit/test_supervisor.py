@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.local_platform import LocalPlatform, read_instances
@@ -138,6 +139,8 @@ def supervisor_for(
 
 
 def test_a_crash_is_restarted_after_the_first_backoff(fake: FakePlatform) -> None:
+    labels = {"site": "a", "component": "eap"}
+    restarts_before = REGISTRY.get_sample_value("bfm_component_restarts_total", labels) or 0.0
     clock = FakeClock()
     supervisor = supervisor_for(fake, clock)
     supervisor.tick()
@@ -151,6 +154,8 @@ def test_a_crash_is_restarted_after_the_first_backoff(fake: FakePlatform) -> Non
     supervisor.tick()
     assert fake.instance("a", "eap").state is InstanceState.RUNNING
     assert fake.restarts == {"eap": 1, "eep": 0}
+    restarts = REGISTRY.get_sample_value("bfm_component_restarts_total", labels)
+    assert restarts == restarts_before + 1
 
 
 def test_backoff_doubles_with_each_crash_in_the_window(fake: FakePlatform) -> None:
