@@ -51,10 +51,14 @@ def link_to(traceparent: str, **attributes: str | int) -> Link | None:
     return None if ctx is None else Link(ctx, attributes=attributes or None)
 
 
+_ODD_HEX = frozenset("13579bdf")
+
+
 def is_sampled(traceparent: str) -> bool:
-    """Whether the sender sampled this trace (its flags say so): the fast path for hot code
-    that records spans only for sampled messages."""
-    return traceparent.endswith("-01") and len(traceparent) == 55
+    """Whether the sender sampled this trace: the low (sampled) bit of the flags, the fast
+    path for hot code that records spans only for sampled messages. Other bits may be set
+    (the SDK sets W3C level 2's random-trace-id bit: flags ``03``)."""
+    return len(traceparent) == 55 and traceparent[-1] in _ODD_HEX
 
 
 def trace_id_of(traceparent: str) -> str:

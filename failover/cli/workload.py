@@ -72,7 +72,10 @@ def produce(
     run_dir: Annotated[str, typer.Option(help="The run directory (endpoints.json).")],
     rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 200.0,
     duration: Annotated[str, typer.Option(help="How long to send, e.g. 20s.")] = "20s",
-    site: Annotated[str, typer.Option(help="Send to this site's router first.")] = "a",
+    site: Annotated[
+        str,
+        typer.Option(help="Send to this site's router first; the producer's site in telemetry."),
+    ] = "a",
     stay_local: Annotated[
         bool,
         typer.Option(
@@ -91,9 +94,12 @@ def produce(
 ) -> None:
     """Send a steady stream of messages, each retried until acknowledged; record the history."""
     from failover.cli.durations import parse_duration_s
+    from failover.workload.component_process import start_telemetry, stop_telemetry
     from failover.workload.producer import Producer
 
     endpoints = _endpoints(run_dir)
+    site = site.lower()
+    duration_s = parse_duration_s(duration)
     entries = [
         (s, e.router)
         for s, e in sorted(endpoints.sites.items(), key=lambda i: i[0] != site)
@@ -101,22 +107,27 @@ def produce(
     ]
     routers = [router for _, router in entries]
     path = Path(history) if history else Path(run_dir) / f"history-{seed}.jsonl"
-    with path.open("a", encoding="utf-8") as out:
-        producer = Producer(
-            routers,
-            rate_per_s=rate,
-            shard_count=endpoints.shards_per_component,
-            history=out,
-            wall=time.time,
-            seed=seed,
-            serving=_RoutingView(Path(run_dir), [s for s, _ in entries]),
-            stay_first=stay_local,
-        )
-        stats = asyncio.run(
-            _run_with_stats(
-                producer, parse_duration_s(duration), Path(stats_file) if stats_file else None
+    # several producers of one run (seeds) each announce their own metrics address
+    instance = "" if seed == 1 else str(seed)
+    telemetry = start_telemetry("producer", site, Path(run_dir), instance=instance)
+    try:
+        with path.open("a", encoding="utf-8") as out:
+            producer = Producer(
+                routers,
+                rate_per_s=rate,
+                shard_count=endpoints.shards_per_component,
+                history=out,
+                wall=time.time,
+                seed=seed,
+                serving=_RoutingView(Path(run_dir), [s for s, _ in entries]),
+                stay_first=stay_local,
+                site=site,
             )
-        )
+            stats = asyncio.run(
+                _run_with_stats(producer, duration_s, Path(stats_file) if stats_file else None)
+            )
+    finally:
+        stop_telemetry(telemetry)
     summary = {
         "sent": stats.sent,
         "acked": stats.acked,

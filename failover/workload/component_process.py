@@ -1,16 +1,29 @@
 """One component process of a worker site: a module service, and for ``backbone`` also the
 site's router. It reads its site's grants (the gate), learns newer epochs from the store,
-and records into its own ledger in the run directory."""
+and records into its own ledger in the run directory.
+
+Telemetry (``bfm_observe.configure`` for the process, ``component`` = the module's name;
+the router's metrics say ``component="router"``): when a component's ownership document
+names a new controller decision (its trace id changed), the router of a backbone process
+records a short ``bfm.reroute`` span in that decision's trace and logs it (logger
+``bfm.router``), and each module logs once that it applies the decision of its own
+component (logger ``bfm.module``); both lines carry the decision's trace id."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from opentelemetry.trace import SpanKind, Tracer
+
+from bfm_observe.propagation import context_of
+from failover import telemetry
 from failover.core.fencing import EpochFence, Ownership
 from failover.ports import CoordinationStore, StoreError
 from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
@@ -29,6 +42,11 @@ CPU than the traffic on a 2-core host)."""
 GRANTS_CACHE_MAX_AGE_S = 0.25
 """How old a module's admission view of the grants gets; commits check them fresh."""
 
+_router_log = logging.getLogger("bfm.router")
+_module_log = logging.getLogger("bfm.module")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
+
 
 class CachedGrants:
     """A site's grants as of the last refresh (the module's admission view)."""
@@ -46,6 +64,15 @@ class CachedGrants:
     def epoch(self, component: str, index: int) -> tuple[int, float] | None:
         return self.current.grant(component, index, now_mono_s=self._monotonic())
 
+    def decision(self, component: str) -> str:
+        """The traceparent of the controller decision behind the component's grants, as
+        the grants file names it ("" when it names none)."""
+        decisions = getattr(self.current, "decisions", None)
+        if not isinstance(decisions, Mapping):
+            return ""
+        traceparent = decisions.get(component, "")
+        return traceparent if isinstance(traceparent, str) else ""
+
 
 class OwnershipWatch:
     """Ownership documents read in a background thread every ``interval_s``."""
@@ -55,6 +82,7 @@ class OwnershipWatch:
     ) -> None:
         self.store, self.components, self.interval_s = store, components, interval_s
         self.current: dict[str, Ownership] = {}
+        self.polls = 0  # answered reads of the store so far
         self._parse = ownership_parser()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ownership-watch", daemon=True)
@@ -72,8 +100,10 @@ class OwnershipWatch:
             fresh = dict(self.current)
             try:
                 listed = self.store.list(OWNERSHIP_PREFIX)  # one request for all of them
+                answered = True
             except StoreError:
                 listed = []  # keep what we knew: the modules' grants are the gate
+                answered = False
             for got in listed:
                 component = wanted.get(got.key)
                 if component is None:
@@ -83,7 +113,103 @@ class OwnershipWatch:
                 except ValueError:
                     continue  # a damaged document: keep what we knew of it
             self.current = fresh
+            self.polls += answered
             self._stop.wait(self.interval_s)
+
+
+def decision_traceparent(ownership: Ownership) -> str:
+    """The traceparent of the decision that wrote an ownership document ("" unless the
+    document names both its trace and its span)."""
+    trace_id, span_id = ownership.trace_id, str(getattr(ownership, "span_id", "") or "")
+    if not _TRACE_ID.match(trace_id) or not _SPAN_ID.match(span_id):
+        return ""
+    if int(trace_id, 16) == 0 or int(span_id, 16) == 0:
+        return ""
+    return f"00-{trace_id}-{span_id}-01"
+
+
+class DecisionNotices:
+    """Tells of each new controller decision the ownership documents show (a changed
+    ``trace_id``): the router reroutes (a ``bfm.reroute`` span in the decision's trace, one
+    log line), the module applies its component's (one log line)."""
+
+    def __init__(
+        self,
+        site: str,
+        component: str,
+        *,
+        routes: bool,
+        sites: tuple[str, ...] = (),
+        tracer: Tracer | None = None,
+    ) -> None:
+        """``sites``: the worker sites, named in shard counts even when they own none."""
+        self.site, self.component, self.routes, self.sites = site, component, routes, sites
+        self._tracer = tracer or telemetry.tracer()
+        self._routed: dict[str, str] | None = None  # component -> trace id the router saw
+        self._applied = ""  # the trace id of this module's component last logged
+
+    def observe(self, current: Mapping[str, Ownership]) -> None:
+        """Call after each answered read of the ownership documents."""
+        mine = current.get(self.component)
+        if mine is not None and mine.trace_id and mine.trace_id != self._applied:
+            self._applied = mine.trace_id
+            _module_log.info(
+                "module %s at site %s applies decision %s (max epoch %d, %d shards here)",
+                self.component,
+                self.site,
+                mine.trace_id,
+                mine.max_epoch,
+                len(mine.owned_by(self.site)),
+                extra={"trace_id": mine.trace_id, "event": "apply-decision"},
+            )
+        if not self.routes:
+            return
+        seen = {c: o.trace_id for c, o in current.items()}
+        if self._routed is None:  # the map this router started with: no reroute yet
+            self._routed = seen
+            return
+        for component, trace_id in sorted(seen.items()):
+            if trace_id and trace_id != self._routed.get(component):
+                self.reroute(current[component])
+        self._routed = seen
+
+    def reroute(self, ownership: Ownership) -> None:
+        counts = ownership.counts(self.sites)
+        traceparent = decision_traceparent(ownership)
+        span_id = ""
+        if traceparent:
+            attributes: dict[str, str | int] = {
+                "bfm.component": ownership.component,
+                "bfm.router_site": self.site,
+                "bfm.epoch": ownership.max_epoch,
+                **{f"bfm.shards.{site}": n for site, n in sorted(counts.items())},
+            }
+            span = self._tracer.start_span(
+                "bfm.reroute",
+                context=context_of(traceparent),
+                kind=SpanKind.INTERNAL,
+                attributes=attributes,
+            )
+            span_id = f"{span.get_span_context().span_id:016x}"
+            span.end()
+        shards = " ".join(f"{site}={n}" for site, n in sorted(counts.items())) or "none"
+        extra: dict[str, object] = {
+            "trace_id": ownership.trace_id,
+            "event": "reroute",
+            "rerouted_component": ownership.component,
+            "shards_per_site": counts,
+        }
+        if span_id:
+            extra["span_id"] = span_id
+        _router_log.info(
+            "router at site %s reroutes %s: shards %s under max epoch %d (decision %s)",
+            self.site,
+            ownership.component,
+            shards,
+            ownership.max_epoch,
+            ownership.trace_id,
+            extra=extra,
+        )
 
 
 async def serve(
@@ -115,6 +241,7 @@ async def serve(
         monotonic=time.monotonic,
         wall=time.time,
         fencing_enabled=fencing_enabled,
+        decision_of=cached.decision,
     )
     await module.start(*mine.modules[component])
     router = None
@@ -126,12 +253,20 @@ async def serve(
         )
         await router.start(*mine.router)
 
+    workers = tuple(sorted(s for s, e in endpoints.sites.items() if e.modules))
+    notices = DecisionNotices(site, component, routes=router is not None, sites=workers)
+
     async def learn_epochs() -> None:
+        polls = 0
         while not stop.is_set():
-            ownership = watch.current.get(component)
+            current = watch.current
+            ownership = current.get(component)
             if ownership is not None:
                 for i, a in enumerate(ownership.shards):
                     fence.learn(component, i, a.epoch)
+            if watch.polls != polls:
+                polls = watch.polls
+                notices.observe(current)
             await asyncio.sleep(interval_s)
 
     learner = asyncio.create_task(learn_epochs())
@@ -142,6 +277,17 @@ async def serve(
     await module.close()
     watch.stop()
     module.ledger.close()
+
+
+def start_telemetry(component: str, site: str, run_dir: Path | None, *, instance: str = "") -> bool:
+    """``bfm_observe.configure`` for this process (``failover.telemetry.configure_process``:
+    metrics announced in the run directory's ``targets/``); False when it did nothing."""
+    return telemetry.configure_process(component, site, run_dir, instance=instance)
+
+
+def stop_telemetry(started: bool) -> None:
+    if started:
+        telemetry.shutdown_process()
 
 
 def run(
@@ -161,4 +307,8 @@ def run(
             stop=stop,
         )
 
-    asyncio.run(main())
+    started = start_telemetry(component, site, run_dir)
+    try:
+        asyncio.run(main())
+    finally:
+        stop_telemetry(started)

@@ -23,20 +23,41 @@ the ledger transaction, read fresh: every grant a batch was admitted under must 
 unexpired, at the commit. With fencing switched off (a test build) that check is skipped
 and the cached view decides alone, which is how a system without fencing behaves: a
 process resumed after a pause writes what its old view admits.
+
+Telemetry, per batch: ``bfm_messages_total{kind, outcome}`` (applied, duplicate or the
+refusal reason), ``bfm_message_duration_seconds{kind}`` from admission to the commit,
+``bfm_stale_epoch_refusals_total{reason}`` for stale-epoch, lease-expired and not-owner.
+A message whose ``traceparent`` is sampled gets a span ``bfm.apply`` (CONSUMER, child of
+the producer's span) from admission to the commit, linked to the controller decision
+behind the grant it was admitted under (``decision_of``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+
+from bfm_observe.propagation import context_of, link_to
+from failover import telemetry
 from failover.core.fencing import EpochFence
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import GrantExpired, Ledger, LedgerError
 from failover.workload.line_server import LineServer
+from failover.workload.message_metrics import (
+    STALE_REASONS,
+    Latency,
+    Tally,
+    default_tracer,
+    exemplar_of,
+    is_sampled,
+    messages,
+)
 
 MAX_LINE_BYTES = 70 * 1024
 
@@ -66,8 +87,15 @@ class ModuleService(LineServer):
         after_batch: Callable[[], None] | None = None,
         wall: Callable[[], float],
         fencing_enabled: bool = True,
+        decision_of: Callable[[str], str] | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        """``decision_of(component)``: the traceparent of the controller decision behind
+        the component's current ownership ("" when unknown), for the span link of admitted
+        work. ``tracer``: default BFM's."""
         self.component = component
+        self.decision_of = decision_of
+        self._tracer = default_tracer(tracer)
         self.ledger, self.fence, self.grants = ledger, fence, grants
         self.grants_now = grants_now or grants
         self.after_batch = after_batch  # e.g. refresh the cached view of the grants
@@ -75,6 +103,9 @@ class ModuleService(LineServer):
         self.fencing_enabled = fencing_enabled
         self.stats = ModuleStats()
         self.site = ledger.site
+        self._tally = messages(self.site, component)
+        self._stale = Tally(telemetry.STALE_EPOCH_REFUSALS, self.site, component)
+        self._latency = Latency(self.site, component)
         super().__init__()
 
     def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
@@ -120,8 +151,11 @@ class ModuleService(LineServer):
             writer.close()
 
     async def _answer(self, lines: list[bytes]) -> bytes:
+        admitted_s = time.perf_counter()
         answers: list[dict[str, Any]] = []
         batch: list[tuple[int, Envelope]] = []
+        spans: dict[int, Span] = {}  # batch index -> span of a sampled message
+        decision: str | None = None  # asked once per batch, when a sampled message needs it
         deadline_s = float("inf")
         for line in lines:
             try:
@@ -133,23 +167,88 @@ class ModuleService(LineServer):
                 continue
             env, reason, msg_id, until_s = self.check(frame)
             if reason is not None or env is None:
-                self.stats.refuse(reason or "malformed")
-                answers.append(
-                    {"id": msg_id, "ok": False, "reason": reason or "malformed", "site": self.site}
-                )
+                reason = reason or "malformed"
+                self.stats.refuse(reason)
+                self._count_refusal(env.kind if env is not None else "unknown", reason)
+                if env is not None and is_sampled(env.traceparent):
+                    _end(self._start_span(env, ""), reason)  # refused at admission
+                answers.append({"id": msg_id, "ok": False, "reason": reason, "site": self.site})
             else:
+                if is_sampled(env.traceparent):
+                    if decision is None:
+                        decision = self.decision_of(env.component) if self.decision_of else ""
+                    spans[len(batch)] = self._start_span(env, decision)
                 batch.append((len(answers), env))
                 answers.append({"id": env.id, "ok": True, "epoch": env.epoch, "site": self.site})
                 deadline_s = min(deadline_s, until_s)
         if batch:
-            await self._record(batch, answers, deadline_s)
+            outcomes = await self._record(batch, answers, deadline_s)
+            self._recorded(batch, outcomes, spans, time.perf_counter() - admitted_s)
+        self._tally.flush()
+        self._stale.flush()
         if self.after_batch is not None:
             self.after_batch()
         return b"".join(json.dumps(a, separators=(",", ":")).encode() + b"\n" for a in answers)
 
+    def _count_refusal(self, kind: str, reason: str) -> None:
+        """Tallied; added to the counters once after the batch."""
+        self._tally.add(kind, reason)
+        if reason in STALE_REASONS:
+            self._stale.add(reason)
+
+    def _start_span(self, env: Envelope, decision: str) -> Span:
+        links: list[Link] = []
+        if decision and env.epoch:
+            about: dict[str, str | int] = {"bfm.link": "granting-decision", "bfm.epoch": env.epoch}
+            link = link_to(decision, **about)
+            if link is not None:
+                links.append(link)
+        attributes: dict[str, str | int] = {
+            "bfm.kind": env.kind,
+            "bfm.shard": env.shard,
+            "messaging.message.id": env.id,
+        }
+        if env.epoch:
+            attributes["bfm.epoch"] = env.epoch
+        return self._tracer.start_span(
+            "bfm.apply",
+            context=context_of(env.traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+        )
+
+    def _recorded(
+        self,
+        batch: list[tuple[int, Envelope]],
+        outcomes: list[str],
+        spans: dict[int, Span],
+        elapsed_s: float,
+    ) -> None:
+        """Metrics and spans of a batch once the ledger decided. Admitted work is all of
+        this module's kind (each kind has its module), committed at one moment."""
+        kind = batch[0][1].kind
+        applied, duplicates = outcomes.count("applied"), outcomes.count("duplicate")
+        if applied:
+            self._tally.add(kind, "applied", n=applied)
+        if duplicates:
+            self._tally.add(kind, "duplicate", n=duplicates)
+        if applied + duplicates < len(outcomes):
+            for outcome in outcomes:
+                if outcome not in ("applied", "duplicate"):
+                    self._count_refusal(kind, outcome)
+        exemplar = None
+        for index, span in spans.items():
+            if exemplar is None and outcomes[index] in ("applied", "duplicate"):
+                exemplar = exemplar_of(span)
+            _end(span, outcomes[index])
+        if applied + duplicates:
+            self._latency.observe_many(kind, elapsed_s, applied + duplicates, exemplar)
+
     async def _record(
         self, batch: list[tuple[int, Envelope]], answers: list[dict[str, Any]], deadline_s: float
-    ) -> None:
+    ) -> list[str]:
+        """Record the batch; per message ``applied``, ``duplicate`` or the refusal reason."""
         held = {(env.component, env.shard, env.epoch) for _, env in batch}
 
         def still_granted() -> bool:
@@ -188,6 +287,16 @@ class ModuleService(LineServer):
                     "site": self.site,
                 }
             self.stats.refuse(reason)
-            return
+            return [reason] * len(batch)
         self.stats.applied += sum(fresh)
         self.stats.duplicates += len(fresh) - sum(fresh)
+        return ["applied" if new else "duplicate" for new in fresh]
+
+
+def _end(span: Span, outcome: str) -> None:
+    """End an apply span with its outcome; a refusal is an error."""
+    if span.is_recording():
+        span.set_attribute("bfm.outcome", outcome)
+        if outcome not in ("applied", "duplicate"):
+            span.set_status(StatusCode.ERROR, outcome)
+    span.end()

@@ -21,8 +21,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+
+from bfm_observe.propagation import traceparent_of
 from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, shard_of
 from failover.workload.linkpool import Link
+from failover.workload.message_metrics import (
+    Latency,
+    default_tracer,
+    exemplar_of,
+    messages,
+    reason_label,
+    tracing_configured,
+)
+
+COMPONENT = "producer"
+"""The ``component`` label of the producer's metrics."""
 
 
 @dataclass
@@ -56,10 +70,12 @@ class ProducerStats:
 @dataclass(slots=True)
 class _Message:
     id: str
+    kind: str
     component: str
     shard: int
     line: bytes  # the request, encoded once
     first_s: float
+    span: Span | None  # "bfm.produce", from the first send to the ack (None: no tracing)
     last_router: int | None = None  # where it went last: a retry goes to the next router
     refusals: int = 0  # so far: each retry waits twice as long, up to the ceiling
 
@@ -82,12 +98,20 @@ class Producer:
         tick_s: float = 0.005,
         serving: Callable[[], Sequence[bool]] | None = None,
         stay_first: bool = False,
+        site: str = "a",
+        tracer: Tracer | None = None,
     ) -> None:
         """``serving()``: per router, whether its site takes client traffic now (the
         platform's routing); routers of a site that left it are tried only when no
         router is left. ``stay_first``: new messages go to the first router whenever it
         is open (a site's own devices, configured with their site's entry point), not to
-        the router that acknowledged last; retries still move on."""
+        the router that acknowledged last; retries still move on.
+
+        Telemetry: each message is one trace, its span ``bfm.produce`` (first send to ack,
+        refusals as events) carried to routers and modules as the envelope's
+        ``traceparent``; ``site`` labels the metrics. ``tracer`` (default BFM's): with
+        neither a tracer given nor a tracer provider configured in the process, messages
+        go without spans and without a traceparent (telemetry off costs nothing)."""
         self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
         self.rate_per_s, self.shard_count = rate_per_s, shard_count
         self.history, self._wall = history, wall
@@ -113,6 +137,11 @@ class Producer:
         # Unique across runs into the same directory: modules would take a repeated id
         # for a retry and never apply it.
         self._prefix = f"p{seed}-{os.getpid()}-{int(wall() * 1000)}"
+        self.site = site
+        self._tracer = default_tracer(tracer)
+        self._tracing = tracer is not None or tracing_configured()
+        self._tally = messages(site, COMPONENT)  # added to the counter once per tick
+        self._latency = Latency(site, COMPONENT)
 
     async def run(self, *, duration_s: float, give_up_s: float = 30.0) -> ProducerStats:
         """Send for ``duration_s``, then wait up to ``give_up_s`` for the unacknowledged."""
@@ -139,9 +168,13 @@ class Producer:
                 task = asyncio.create_task(self._send(index, batch))
                 self._sending.add(task)
                 task.add_done_callback(self._sending.discard)
+            self._tally.flush()
             await asyncio.sleep(self.tick_s)
         for link in self.links:
             await link.close()
+        for _, _, msg in self._retries:  # still waiting for a retry at the end: given up
+            self._end_span(msg, "given-up")
+        self._tally.flush()
         self.history.flush()
         return self.stats
 
@@ -149,20 +182,40 @@ class Producer:
         key = self.rng.choice(self.keys)
         kind = self.kinds[n % len(self.kinds)]
         shard = shard_of(key, self.shard_count)
+        msg_id, component = f"{self._prefix}-{n}", MODULE_OF_KIND[kind]
+        span, traceparent, traced = None, "", ""
+        if self._tracing:
+            # The attributes go in at the start: the sampler samples every alarm.
+            span = self._tracer.start_span(
+                "bfm.produce",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "bfm.kind": kind,
+                    "messaging.message.id": msg_id,
+                    "bfm.shard": shard,
+                    "bfm.component": component,
+                },
+            )
+            traceparent = traceparent_of(span)
+            exemplar = exemplar_of(span)
+            if exemplar is not None:  # sampled: the history names the trace to look up
+                traced = f',"trace_id":"{exemplar["trace_id"]}"'
         first_s = self._wall()
-        env = {
+        env: dict[str, Any] = {
             "schema": SCHEMA,
-            "id": f"{self._prefix}-{n}",
+            "id": msg_id,
             "kind": kind,
             "shard_key": key,
             "shard": shard,
             "sent_at": first_s,
         }
+        if traceparent:
+            env["traceparent"] = traceparent
         line = b'{"env":' + json.dumps(env, separators=(",", ":")).encode() + b"}\n"
-        msg = _Message(str(env["id"]), MODULE_OF_KIND[kind], shard, line, first_s)
+        msg = _Message(msg_id, kind, component, shard, line, first_s, span)
         self.history.write(
             f'{{"op":"send","id":"{msg.id}","component":"{msg.component}",'
-            f'"shard":{shard},"t":{first_s!r}}}\n'
+            f'"shard":{shard},"t":{first_s!r}{traced}}}\n'
         )
         self.stats.sent += 1
         self._in_flight += 1
@@ -236,6 +289,18 @@ class Producer:
         wait_s = acked_s - msg.first_s
         self.stats.max_wait_s = max(self.stats.max_wait_s, wait_s)
         self.stats.recent_waits_s.append(wait_s)
+        self._tally.add(msg.kind, "acked")
+        self._latency.observe(msg.kind, max(0.0, wait_s), exemplar_of(msg.span))
+        span = msg.span
+        if span is not None:
+            if span.is_recording():
+                site, epoch = answer.get("site"), answer.get("epoch")
+                if isinstance(site, str):
+                    span.set_attribute("bfm.owner_site", site)  # who applied it
+                if isinstance(epoch, int):
+                    span.set_attribute("bfm.epoch", epoch)
+                span.set_attribute("bfm.attempts", msg.refusals + 1)
+            self._end_span(msg, "acked")
 
     def _refused(self, msg: _Message, reason: str) -> None:
         """Retry through the next router (``_next_router``) after ``retry_interval_s``,
@@ -247,6 +312,16 @@ class Producer:
             f'{{"op":"refused","id":"{msg.id}","t":{self._wall()!r},'
             f'"router":{msg.last_router},"reason":{json.dumps(reason)}}}\n'
         )
+        self._tally.add(msg.kind, reason_label(reason))
+        if msg.span is not None and msg.span.is_recording():
+            msg.span.add_event(
+                "bfm.refused",
+                {
+                    "bfm.reason": reason,
+                    "bfm.router": -1 if msg.last_router is None else msg.last_router,
+                    "bfm.attempt": msg.refusals,
+                },
+            )
         delay_s = min(
             self.max_retry_interval_s, self.retry_interval_s * 2 ** min(msg.refusals - 1, 16)
         )
@@ -257,3 +332,16 @@ class Producer:
             heapq.heappush(self._retries, (due, next(self._retry_seq), msg))
         else:
             self._in_flight -= 1  # given up: no ack line, the checker counts it unacknowledged
+            self._tally.add(msg.kind, "given-up")
+            self._end_span(msg, "given-up")
+
+    @staticmethod
+    def _end_span(msg: _Message, outcome: str) -> None:
+        span, msg.span = msg.span, None
+        if span is None:
+            return
+        if span.is_recording():
+            span.set_attribute("bfm.outcome", outcome)
+            if outcome != "acked":
+                span.set_status(StatusCode.ERROR, outcome)
+        span.end()

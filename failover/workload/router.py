@@ -10,6 +10,13 @@ it; the module writes it).
 The router reads only what it routes by (``kind`` and ``shard``) and forwards each line
 unchanged, batched per module: whatever arrived in one read goes out in one write per
 module, and the answers are written back in one write. The module checks the rest.
+
+Telemetry: ``bfm_messages_total{component="router", kind, outcome}`` with outcome
+``forwarded`` (the module answered, whatever it said), ``no-owner``, ``malformed`` or
+``module-unreachable``, tallied per read. A message whose ``traceparent`` is sampled gets
+a span ``bfm.route`` (CONSUMER: the router consumes the producer's message, as the module
+does; the line goes on unchanged, so both are children of the producer's span), from the
+routing decision to the answer; unsampled messages cost one string test.
 """
 
 from __future__ import annotations
@@ -20,15 +27,29 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+
+from bfm_observe.propagation import context_of
 from failover.core.fencing import Ownership
 from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, Envelope
 from failover.workload.line_server import LineServer
 from failover.workload.linkpool import AnswerFuture, Link
+from failover.workload.message_metrics import default_tracer, is_sampled, messages
 from failover.workload.module import MAX_LINE_BYTES
 
 Owners = Callable[[], Mapping[str, Ownership]]
 PING = b'{"ping":true}\n'  # a module answers {"pong": true} while it serves
-Pending = bytes | tuple[AnswerFuture, str]  # an answer decided here, or (module's, site)
+COMPONENT = "router"
+"""The ``component`` label of the router's metrics (it shares the backbone's process)."""
+
+
+Forwarded = tuple[AnswerFuture, str, str, Span | None]
+"""A line on its way to a module: the future of its answer, the owner's site, the kind
+(the metric's label) and its span (sampled messages only)."""
+Pending = bytes | Forwarded  # an answer decided here, or the module's to come
+Route = tuple[tuple[str, str] | bytes, str, str, dict[str, Any]]
+"""Where a line goes ((owner site, component), or the refusal decided here), its kind
+label (or "unknown"), the refusal reason ("" when it goes on) and the envelope."""
 
 
 def _line(answer: Mapping[str, Any]) -> bytes:
@@ -43,9 +64,13 @@ class Router(LineServer):
         owners: Owners,
         modules: Mapping[str, Mapping[str, tuple[str, int]]],
         timeout_s: float = 0.5,
+        tracer: Tracer | None = None,
     ) -> None:
-        """``modules``: site -> component -> (host, port) of that module."""
+        """``modules``: site -> component -> (host, port) of that module. ``tracer``:
+        default BFM's."""
         self.site = site
+        self._tracer = default_tracer(tracer)
+        self._tally = messages(site, COMPONENT)
         self._owners = owners
         self._links = {
             (s, c): Link(host, port, timeout_s=timeout_s, probe=PING)
@@ -62,6 +87,9 @@ class Router(LineServer):
 
     def target(self, line: bytes) -> tuple[str, str] | bytes:
         """Where one request line goes: (owner site, component), or the refusal to answer."""
+        return self._route(line)[0]
+
+    def _route(self, line: bytes) -> Route:
         try:
             frame = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -70,7 +98,8 @@ class Router(LineServer):
         if not isinstance(raw, dict):
             raw = {}
         kind, shard = raw.get("kind"), raw.get("shard")
-        component = MODULE_OF_KIND.get(kind) if isinstance(kind, str) else None
+        kind = kind if isinstance(kind, str) else ""
+        component = MODULE_OF_KIND.get(kind)
         if component is None or type(shard) is not int or raw.get("schema") != SCHEMA:
             try:  # not routable: the envelope's own check names what is wrong
                 Envelope.from_dict(raw)
@@ -78,40 +107,71 @@ class Router(LineServer):
             except ValueError as err:
                 detail = str(err)
             msg_id = raw.get("id") if isinstance(raw.get("id"), str) else ""
-            return _line({"id": msg_id, "ok": False, "reason": "malformed", "detail": detail})
+            refusal = _line({"id": msg_id, "ok": False, "reason": "malformed", "detail": detail})
+            return refusal, kind if component is not None else "unknown", "malformed", raw
         ownership = self._owners().get(component)
         owner = None
         if ownership is not None and 0 <= shard < len(ownership.shards):
             owner = ownership.shards[shard].owner
         if owner is None or (owner, component) not in self._links:
-            return _line({"id": raw.get("id"), "ok": False, "reason": "no-owner"})
-        return owner, component
+            refusal = _line({"id": raw.get("id"), "ok": False, "reason": "no-owner"})
+            return refusal, kind, "no-owner", raw
+        return (owner, component), kind, "", raw
 
     async def forward(self, lines: list[bytes]) -> list[Pending]:
         """Each line to its module, one write per module; in request order, the answer
-        decided here or the future of the module's answer with the owner's site."""
+        decided here or the module's answer to come (``Forwarded``)."""
         out: list[Pending] = []
-        batches: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+        batches: dict[tuple[str, str], list[tuple[int, bytes, str, Span | None]]] = {}
+        tally = self._tally
         for line in lines:
-            where = self.target(line)
+            route = self._route(line)
+            where, kind, outcome, raw = route
+            traceparent = raw.get("traceparent")
+            if not isinstance(traceparent, str) or not is_sampled(traceparent):
+                traceparent = ""  # the fast path: no span for an unsampled message
             if isinstance(where, bytes):
                 out.append(where)
+                tally.add(kind, outcome)
+                if traceparent and outcome == "no-owner":
+                    _end(self._start_span(route, traceparent), "no-owner")
             else:
-                batches.setdefault(where, []).append((len(out), line))
+                span = self._start_span(route, traceparent) if traceparent else None
+                batches.setdefault(where, []).append((len(out), line, kind, span))
                 out.append(b"")
         for (site, component), batch in batches.items():
             link = self._links[(site, component)]
             try:
                 await link.open()
             except (TimeoutError, OSError):
-                for position, line in batch:
+                for position, line, kind, span in batch:
                     out[position] = _unreachable(line, site)
+                    tally.add(kind, "module-unreachable")
+                    if span is not None:
+                        _end(span, "module-unreachable")
                 continue
-            futures = link.send([line + b"\n" for _, line in batch])
-            for (position, _), future in zip(batch, futures, strict=True):
-                out[position] = (future, site)
+            futures = link.send([line + b"\n" for _, line, _, _ in batch])
+            for (position, _, kind, span), future in zip(batch, futures, strict=True):
+                out[position] = (future, site, kind, span)
             self.routed += len(batch)
+        tally.flush()
         return out
+
+    def _start_span(self, route: Route, traceparent: str) -> Span:
+        where, kind, _, raw = route
+        attributes: dict[str, str | int] = {"bfm.kind": kind, "bfm.router_site": self.site}
+        if type(raw.get("shard")) is int:
+            attributes["bfm.shard"] = raw["shard"]
+        if isinstance(raw.get("id"), str):
+            attributes["messaging.message.id"] = raw["id"]
+        if not isinstance(where, bytes):
+            attributes["bfm.owner_site"] = where[0]
+        return self._tracer.start_span(
+            "bfm.route",
+            context=context_of(traceparent),
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -121,15 +181,27 @@ class Router(LineServer):
         async def reply_in_order() -> None:
             while (batch := await answers.get()) is not None:
                 out = []
+                forwarded: dict[str, int] = {}  # kind -> answered by its module
                 for line, pending in batch:
                     if isinstance(pending, bytes):
                         out.append(pending)
                         continue
-                    future, site = pending
+                    future, site, kind, span = pending
                     try:
-                        out.append(await future + b"\n")
+                        answer = await future
                     except (TimeoutError, ConnectionError):
                         out.append(_unreachable(line, site))
+                        self._tally.add(kind, "module-unreachable")
+                        if span is not None:
+                            _end(span, "module-unreachable")
+                        continue
+                    out.append(answer + b"\n")
+                    forwarded[kind] = forwarded.get(kind, 0) + 1
+                    if span is not None:
+                        _end(span, _outcome_of(answer))
+                for kind, n in forwarded.items():
+                    self._tally.add(kind, "forwarded", n=n)
+                self._tally.flush()
                 writer.write(b"".join(out))
                 await writer.drain()
 
@@ -151,6 +223,28 @@ class Router(LineServer):
             with contextlib.suppress(ConnectionError):
                 await replier
             writer.close()
+
+
+def _outcome_of(answer: bytes) -> str:
+    """``forwarded`` when the module applied it, else the module's refusal reason."""
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return "bad-answer"
+    if not isinstance(parsed, dict):
+        return "bad-answer"
+    if parsed.get("ok") is True:
+        return "forwarded"
+    return str(parsed.get("reason", "refused"))
+
+
+def _end(span: Span, outcome: str) -> None:
+    """End a route span once its answer is known; a refusal is an error."""
+    if span.is_recording():
+        span.set_attribute("bfm.outcome", outcome)
+        if outcome != "forwarded":
+            span.set_status(StatusCode.ERROR, outcome)
+    span.end()
 
 
 def _unreachable(line: bytes, site: str) -> bytes:
