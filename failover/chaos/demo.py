@@ -114,6 +114,7 @@ class Demo:
             self.etcd = EtcdCluster(self.run_dir / "etcd")
             self.etcd.start()
         self.launcher.prepare(self.store_url)
+        write_scrape_config(self.run_dir)
         for site in self.topology.site_names:
             self.launcher.start_site(site)
 
@@ -261,6 +262,27 @@ class Demo:
         if self.etcd is not None:
             self.etcd.stop()
         return summary
+
+
+def write_scrape_config(run_dir: Path, interval_s: float = 1.0) -> Path:
+    """``prometheus.yml`` for the run: every process announces its metrics address in
+    ``targets/<site>-<component>.json`` (file_sd), so ``prometheus --config.file`` on it
+    scrapes them all, in OpenMetrics when exemplar storage is on."""
+    (run_dir / "targets").mkdir(parents=True, exist_ok=True)
+    path = run_dir / "prometheus.yml"
+    path.write_text(
+        "# Written by bfm demo: scrape every process of this run.\n"
+        "global:\n"
+        f"  scrape_interval: {interval_s:g}s\n"
+        f"  evaluation_interval: {interval_s:g}s\n"
+        "scrape_configs:\n"
+        "  - job_name: bfm\n"
+        "    file_sd_configs:\n"
+        f"      - files: [{json.dumps(str(run_dir / 'targets' / '*.json'))}]\n"
+        "        refresh_interval: 5s\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def headless_command(

@@ -44,6 +44,13 @@ def demo(
             "127.0.0.1, started and stopped with the demo), or a sqlite:// or etcd:// URL."
         ),
     ] = "sqlite",
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Send every process's spans over OTLP/HTTP to this collector (base URL, e.g. "
+            "http://127.0.0.1:4318); default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none."
+        ),
+    ] = None,
 ) -> None:
     """Start sites a, b and w, the backbone and a producer; show who owns what; judge the run.
 
@@ -69,8 +76,14 @@ def demo(
         duration_s,
         scenario,
         store=store,
+        env=_telemetry_env(otlp_endpoint),
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)
+    typer.echo(
+        f"bfm demo: metrics targets in {directory / 'targets'} (Prometheus config: "
+        f"{directory / 'prometheus.yml'}); JSON logs in {directory}/*.log",
+        err=True,
+    )
     summary: dict[str, Any] = {}
     try:
         try:
@@ -96,6 +109,17 @@ def demo(
     _print_summary(data)
     if result.violations:
         raise CheckFailed(f"the checker found violations; see {report or 'the report above'}")
+
+
+def _telemetry_env(otlp_endpoint: str | None) -> dict[str, str]:
+    if otlp_endpoint is None:
+        return {}
+    if not otlp_endpoint.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--otlp-endpoint {otlp_endpoint!r} is not an http(s) URL; give the collector's "
+            "OTLP/HTTP base URL, e.g. http://127.0.0.1:4318"
+        )
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint.rstrip("/")}
 
 
 def _wait_for_placement(run: Demo, ceiling_s: float = 60.0) -> None:

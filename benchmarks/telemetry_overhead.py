@@ -1,0 +1,207 @@
+"""What telemetry costs the backbone: throughput, latency and CPU with telemetry off, at
+the default sampling ratio, and at 100 % sampling, measured in the same run.
+
+    python benchmarks/telemetry_overhead.py --json
+
+Each trial is one `bfm demo --headless` run without faults (three sites, routers, six
+modules per worker site, a producer), with the processes' telemetry set by environment:
+
+- ``off``: ``BFM_TELEMETRY=off``: no process calls ``bfm_observe.configure`` (no tracer
+  provider, no metrics server, no JSON-log shipping; the metric objects still count, as
+  they cost a few hundred nanoseconds and cannot be left out without a build switch);
+- ``default``: telemetry on, spans exported over OTLP/HTTP to a local collector double
+  (an HTTP server that answers 200 and counts the bytes, as a collector's receiver would),
+  sampling at ``bfm_observe.tracing.DEFAULT_SAMPLE_RATIO`` (alarms always);
+- ``full``: the same with ``OTEL_TRACES_SAMPLER_ARG=1.0``.
+
+Modes are interleaved (off, default, full, off, ...) so drift on a shared machine hits
+them alike. Two loads per trial: ``--rate`` (a steady load the system carries: the cost
+shows as CPU seconds per 1000 messages, which at saturation is what limits throughput)
+and ``--saturate`` (more than it carries: the achieved acknowledgements per second are
+its throughput). Latency (first send to acknowledgement, retries included) from the
+producer's history. CPU: every process of the run (rusage of the demo's descendants,
+which are all waited for). Not part of CI: it measures, tests assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+from bfm_observe.tracing import DEFAULT_SAMPLE_RATIO
+from failover.chaos.demo import headless_command
+from failover.chaos.report import summarize
+
+MODES = ("off", "default", "full")
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """The collector double: accepts OTLP/HTTP posts, counts them, answers 200."""
+
+    received: ClassVar[dict[str, int]] = {"requests": 0, "bytes": 0}
+
+    def do_POST(self) -> None:
+        size = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(size)
+        _Sink.received["requests"] += 1
+        _Sink.received["bytes"] += size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def mode_env(mode: str, sink_url: str) -> dict[str, str]:
+    if mode == "off":
+        return {"BFM_TELEMETRY": "off"}
+    env = {"BFM_TELEMETRY": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}
+    if mode == "full":
+        env["OTEL_TRACES_SAMPLER_ARG"] = "1.0"
+    return env
+
+
+def latencies_s(run_dir: Path) -> list[float]:
+    """First send to first acknowledgement of every acknowledged message."""
+    sent: dict[str, float] = {}
+    waits: list[float] = []
+    for path in run_dir.glob("history*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                op = json.loads(line)
+            except ValueError:
+                continue
+            if op.get("op") == "send":
+                sent.setdefault(op["id"], op["t"])
+            elif op.get("op") == "ack" and op["id"] in sent:
+                waits.append(op["t"] - sent.pop(op["id"]))
+    return sorted(waits)
+
+
+def trial(mode: str, *, rate: int, duration_s: int, work: Path, sink_url: str) -> dict[str, Any]:
+    run_dir = work / f"{mode}-{rate}-{time.monotonic_ns()}"
+    report = run_dir.with_suffix(".json")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(
+        headless_command(
+            "none", run_dir=run_dir, report=report, duration_s=duration_s, rate_per_s=rate
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, **mode_env(mode, sink_url)},
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    data: dict[str, Any] = json.loads(report.read_text()) if report.exists() else {}
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    acked = int(data.get("acked", 0))
+    waits = latencies_s(run_dir)
+    return {
+        "ok": done.returncode == 0,
+        "acked": acked,
+        "acked_per_s": round(acked / duration_s, 1),
+        "latency_s": summarize(waits),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_s_per_1000": round(1000 * cpu_s / acked, 3) if acked else None,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean(key: str) -> float:
+        values = [r[key] for r in runs if r[key] is not None]
+        return round(sum(values) / len(values), 3) if values else 0.0
+
+    return {
+        "trials": len(runs),
+        "failed_trials": sum(1 for r in runs if not r["ok"]),
+        "acked_per_s": mean("acked_per_s"),
+        "cpu_s_per_1000": mean("cpu_s_per_1000"),
+        "latency_p50_s": round(sum(r["latency_s"]["p50"] for r in runs) / len(runs), 4),
+        "latency_p99_s": round(sum(r["latency_s"]["p99"] for r in runs) / len(runs), 4),
+        "runs": runs,
+    }
+
+
+def cost(results: dict[str, Any], mode: str) -> dict[str, float | None]:
+    """The mode's cost against ``off`` in this run: fractions (0.03 = 3 %)."""
+    off, on = results["off"], results[mode]
+
+    def rel(key: str, worse_is_higher: bool) -> float | None:
+        if not off[key]:
+            return None
+        change = (on[key] - off[key]) / off[key]
+        return round(change if worse_is_higher else -change, 4)
+
+    return {
+        "throughput_cost": rel("acked_per_s", worse_is_higher=False),
+        "cpu_per_message_cost": rel("cpu_s_per_1000", worse_is_higher=True),
+        "p99_latency_change": rel("latency_p99_s", worse_is_higher=True),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=2, help="trials per mode and load")
+    parser.add_argument("--rate", type=int, default=1000, help="steady load, messages/s")
+    parser.add_argument("--saturate", type=int, default=6000, help="overload, messages/s")
+    parser.add_argument("--duration", type=int, default=12, help="seconds of traffic per run")
+    parser.add_argument("--json", action="store_true", help="print only the JSON report")
+    args = parser.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink_url = f"http://127.0.0.1:{server.server_address[1]}"
+    loads = {"steady": args.rate, "saturated": args.saturate}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        load: {m: [] for m in MODES} for load in loads
+    }
+    try:
+        with tempfile.TemporaryDirectory(prefix="bfm-bench-") as tmp:
+            for _ in range(args.trials):
+                for load, rate in loads.items():
+                    for mode in MODES:
+                        result = trial(
+                            mode,
+                            rate=rate,
+                            duration_s=args.duration,
+                            work=Path(tmp),
+                            sink_url=sink_url,
+                        )
+                        runs[load][mode].append(result)
+                        if not args.json:
+                            print(load, mode, json.dumps(result), file=sys.stderr)
+    finally:
+        server.shutdown()
+    report: dict[str, Any] = {
+        "benchmark": "telemetry_overhead",
+        "default_sample_ratio": DEFAULT_SAMPLE_RATIO,
+        "duration_s": args.duration,
+        "collector_double": dict(_Sink.received),
+        "loads": {},
+    }
+    for load, rate in loads.items():
+        results = {m: combine(runs[load][m]) for m in MODES}
+        report["loads"][load] = {
+            "offered_per_s": rate,
+            "results": results,
+            "cost_vs_off": {m: cost(results, m) for m in ("default", "full")},
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
