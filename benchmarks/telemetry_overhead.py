@@ -119,7 +119,7 @@ def trial(mode: str, *, rate: int, duration_s: int, work: Path, sink_url: str) -
     run_dir = work / f"{mode}-{rate}-{time.monotonic_ns()}"
     report = run_dir.with_suffix(".json")
     started = time.monotonic()
-    demo = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+    demo = subprocess.Popen(
         headless_command(
             "none", run_dir=run_dir, report=report, duration_s=duration_s, rate_per_s=rate
         ),
