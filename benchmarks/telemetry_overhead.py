@@ -12,7 +12,12 @@ modules per worker site, a producer), with the processes' telemetry set by envir
 - ``default``: telemetry on, spans exported over OTLP/HTTP to a local collector double
   (an HTTP server that answers 200 and counts the bytes, as a collector's receiver would),
   sampling at ``bfm_observe.tracing.DEFAULT_SAMPLE_RATIO`` (alarms always);
+- ``ratio-0.1``: the same with ``OTEL_TRACES_SAMPLER_ARG=0.1``;
 - ``full``: the same with ``OTEL_TRACES_SAMPLER_ARG=1.0``.
+
+``--mix`` sets the producer's kinds of message: ``field`` (default: mostly events and
+status, 2 % alarms, as a site's backbone in operation) or ``uniform`` (each kind a sixth:
+a sixth of the traffic is alarms, all sampled whatever the ratio: the worst case).
 
 Modes are interleaved (off, default, full, off, ...) so drift on a shared machine hits
 them alike. Two loads per trial: ``--rate`` (a steady load the system carries: the cost
@@ -41,7 +46,7 @@ from bfm_observe.tracing import DEFAULT_SAMPLE_RATIO
 from failover.chaos.demo import headless_command
 from failover.chaos.report import summarize
 
-MODES = ("off", "default", "full")
+MODES = ("off", "default", "ratio-0.1", "full")
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -69,6 +74,8 @@ def mode_env(mode: str, sink_url: str) -> dict[str, str]:
     env = {"BFM_TELEMETRY": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": sink_url}
     if mode == "full":
         env["OTEL_TRACES_SAMPLER_ARG"] = "1.0"
+    elif mode.startswith("ratio-"):
+        env["OTEL_TRACES_SAMPLER_ARG"] = mode.removeprefix("ratio-")
     return env
 
 
@@ -113,7 +120,9 @@ def acked_so_far(run_dir: Path) -> int | None:
         return None
 
 
-def trial(mode: str, *, rate: int, duration_s: int, work: Path, sink_url: str) -> dict[str, Any]:
+def trial(
+    mode: str, *, rate: int, duration_s: int, work: Path, sink_url: str, mix: str
+) -> dict[str, Any]:
     """One run; CPU and acknowledgements are measured over the steady middle of the
     traffic (from 2 s after it starts to 2 s before it ends: start-up excluded)."""
     run_dir = work / f"{mode}-{rate}-{time.monotonic_ns()}"
@@ -121,7 +130,12 @@ def trial(mode: str, *, rate: int, duration_s: int, work: Path, sink_url: str) -
     started = time.monotonic()
     demo = subprocess.Popen(
         headless_command(
-            "none", run_dir=run_dir, report=report, duration_s=duration_s, rate_per_s=rate
+            "none",
+            run_dir=run_dir,
+            report=report,
+            duration_s=duration_s,
+            rate_per_s=rate,
+            mix=mix,
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -193,8 +207,13 @@ def cost(results: dict[str, Any], mode: str) -> dict[str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2, help="trials per mode and load")
-    parser.add_argument("--rate", type=int, default=1000, help="steady load, messages/s")
-    parser.add_argument("--saturate", type=int, default=6000, help="overload, messages/s")
+    parser.add_argument("--rate", type=int, default=2000, help="steady load, messages/s")
+    parser.add_argument("--saturate", type=int, default=12000, help="overload, messages/s")
+    parser.add_argument(
+        "--mix",
+        default="field",
+        help="the producer's kinds (field: 2 %% alarms, always sampled; uniform: a sixth)",
+    )
     parser.add_argument("--duration", type=int, default=12, help="seconds of traffic per run")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     args = parser.parse_args()
@@ -216,6 +235,7 @@ def main() -> None:
                             duration_s=args.duration,
                             work=Path(tmp),
                             sink_url=sink_url,
+                            mix=args.mix,
                         )
                         runs[load][mode].append(result)
                         if not args.json:
@@ -225,6 +245,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "telemetry_overhead",
         "default_sample_ratio": DEFAULT_SAMPLE_RATIO,
+        "mix": args.mix,
         "duration_s": args.duration,
         "collector_double": dict(_Sink.received),
         "loads": {},
@@ -234,7 +255,7 @@ def main() -> None:
         report["loads"][load] = {
             "offered_per_s": rate,
             "results": results,
-            "cost_vs_off": {m: cost(results, m) for m in ("default", "full")},
+            "cost_vs_off": {m: cost(results, m) for m in MODES if m != "off"},
         }
     print(json.dumps(report, indent=2))
 

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from bfm_observe.sampling import BfmRootSampler, SwitchableSampler
 
-DEFAULT_SAMPLE_RATIO = 0.1
+DEFAULT_SAMPLE_RATIO = 0.01
 """Share of root traces sampled when nothing else says; alarms and decisions always are."""
 
 EXPORT_TIMEOUT_S = 2.0
@@ -246,3 +246,8 @@ def exemplar() -> dict[str, str] | None:
     if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
     return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
+def live_sampler() -> Sampler:
+    """The sampler of the current configuration (what the provider asks)."""
+    return _SAMPLER

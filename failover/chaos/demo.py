@@ -66,6 +66,7 @@ class Demo:
     scenario: str = "none"
     env: dict[str, str] = field(default_factory=dict)
     store: str = "sqlite"  # sqlite (a file in the run dir), etcd (a local cluster), or a URL
+    mix: str = "uniform"  # the producer's kinds of message (failover.workload.producer.MIXES)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -129,6 +130,7 @@ class Demo:
                 f"--rate={self.rate_per_s}",
                 f"--duration={self.duration_s}s",
                 "--site=a",
+                f"--mix={self.mix}",
                 f"--stats-file={self.stats_file}",
                 "--json",
             ],
@@ -294,6 +296,7 @@ def headless_command(
     rate_per_s: float,
     shards: int | None = None,
     store: str = "sqlite",
+    mix: str = "uniform",
 ) -> list[str]:
     """The command line of one ``bfm demo --headless`` run (tests and benchmarks)."""
     return [
@@ -309,4 +312,5 @@ def headless_command(
         f"--run-dir={run_dir}",
         f"--report={report}",
         f"--store={store}",
+        f"--mix={mix}",
     ]

@@ -44,6 +44,13 @@ def demo(
             "127.0.0.1, started and stopped with the demo), or a sqlite:// or etcd:// URL."
         ),
     ] = "sqlite",
+    mix: Annotated[
+        str,
+        typer.Option(
+            help="The producer's kinds of message: uniform (each a sixth) or field (mostly "
+            "events and status, 2 % alarms)."
+        ),
+    ] = "uniform",
     otlp_endpoint: Annotated[
         str | None,
         typer.Option(
@@ -61,7 +68,10 @@ def demo(
     from failover.chaos.run_check import judge
     from failover.cli.durations import parse_duration_s
     from failover.core.topology import default_topology
+    from failover.workload.producer import MIXES
 
+    if mix not in MIXES:
+        raise UsageError(f"--mix {mix!r} is not one of {', '.join(MIXES)}")
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
     duration_s = parse_duration_s(duration)
@@ -77,6 +87,7 @@ def demo(
         scenario,
         store=store,
         env=_telemetry_env(otlp_endpoint),
+        mix=mix,
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)
     typer.echo(

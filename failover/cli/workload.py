@@ -72,6 +72,13 @@ def produce(
     run_dir: Annotated[str, typer.Option(help="The run directory (endpoints.json).")],
     rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 200.0,
     duration: Annotated[str, typer.Option(help="How long to send, e.g. 20s.")] = "20s",
+    mix: Annotated[
+        str,
+        typer.Option(
+            help="Kinds of message: uniform (each a sixth) or field (mostly events and "
+            "status, 2 % alarms)."
+        ),
+    ] = "uniform",
     site: Annotated[
         str,
         typer.Option(help="Send to this site's router first; the producer's site in telemetry."),
@@ -95,8 +102,10 @@ def produce(
     """Send a steady stream of messages, each retried until acknowledged; record the history."""
     from failover.cli.durations import parse_duration_s
     from failover.workload.component_process import start_telemetry, stop_telemetry
-    from failover.workload.producer import Producer
+    from failover.workload.producer import MIXES, Producer
 
+    if mix not in MIXES:
+        raise UsageError(f"--mix {mix!r} is not one of {', '.join(MIXES)}")
     endpoints = _endpoints(run_dir)
     site = site.lower()
     duration_s = parse_duration_s(duration)
@@ -121,6 +130,7 @@ def produce(
                 seed=seed,
                 serving=_RoutingView(Path(run_dir), [s for s, _ in entries]),
                 stay_first=stay_local,
+                mix=mix,
                 site=site,
             )
             stats = asyncio.run(

@@ -24,6 +24,7 @@ from typing import IO, Any
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from bfm_observe.propagation import traceparent_of
+from bfm_observe.roots import FORCE_SAMPLE, sample_root, unsampled_traceparent
 from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, shard_of
 from failover.workload.linkpool import Link
 from failover.workload.message_metrics import (
@@ -37,6 +38,25 @@ from failover.workload.message_metrics import (
 
 COMPONENT = "producer"
 """The ``component`` label of the producer's metrics."""
+
+
+MIXES: dict[str, dict[str, int]] = {
+    # every kind alike: each module sees a sixth of the traffic (tests, the demo)
+    "uniform": dict.fromkeys(MODULE_OF_KIND, 1),
+    # a site's backbone in operation: events and status dominate, alarms are rare
+    "field": {"event": 45, "status": 25, "media": 12, "auth": 8, "geo": 8, "alarm": 2},
+}
+"""Message kinds by weight (``bfm produce --mix``)."""
+
+
+def kind_cycle(mix: str, seed: int) -> list[str]:
+    """The kinds in the proportions of ``mix``, in a fixed shuffled order per seed."""
+    if mix not in MIXES:
+        raise ValueError(f"unknown message mix {mix!r}; known: {', '.join(MIXES)}")
+    cycle = [kind for kind, weight in sorted(MIXES[mix].items()) for _ in range(weight)]
+    if len(set(cycle)) < len(cycle):
+        random.Random(seed).shuffle(cycle)
+    return cycle
 
 
 @dataclass
@@ -100,12 +120,14 @@ class Producer:
         stay_first: bool = False,
         site: str = "a",
         tracer: Tracer | None = None,
+        mix: str = "uniform",
     ) -> None:
         """``serving()``: per router, whether its site takes client traffic now (the
         platform's routing); routers of a site that left it are tried only when no
         router is left. ``stay_first``: new messages go to the first router whenever it
         is open (a site's own devices, configured with their site's entry point), not to
-        the router that acknowledged last; retries still move on.
+        the router that acknowledged last; retries still move on. ``mix``: the kinds'
+        proportions (``MIXES``).
 
         Telemetry: each message is one trace, its span ``bfm.produce`` (first send to ack,
         refusals as events) carried to routers and modules as the envelope's
@@ -117,7 +139,7 @@ class Producer:
         self.history, self._wall = history, wall
         self.rng = random.Random(seed)
         self.keys = [f"device-{i}" for i in range(keys)]
-        self.kinds = sorted(MODULE_OF_KIND)
+        self.kinds = kind_cycle(mix, seed)
         self.retry_interval_s, self.max_in_flight, self.tick_s = (
             retry_interval_s,
             max_in_flight,
@@ -140,6 +162,8 @@ class Producer:
         self.site = site
         self._tracer = default_tracer(tracer)
         self._tracing = tracer is not None or tracing_configured()
+        # BFM's own tracer follows the live sampler: decide before making a span
+        self._fast_roots = tracer is None
         self._tally = messages(site, COMPONENT)  # added to the counter once per tick
         self._latency = Latency(site, COMPONENT)
 
@@ -186,20 +210,24 @@ class Producer:
         span, traceparent, traced = None, "", ""
         if self._tracing:
             # The attributes go in at the start: the sampler samples every alarm.
-            span = self._tracer.start_span(
-                "bfm.produce",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "bfm.kind": kind,
-                    "messaging.message.id": msg_id,
-                    "bfm.shard": shard,
-                    "bfm.component": component,
-                },
-            )
-            traceparent = traceparent_of(span)
-            exemplar = exemplar_of(span)
-            if exemplar is not None:  # sampled: the history names the trace to look up
-                traced = f',"trace_id":"{exemplar["trace_id"]}"'
+            attributes: dict[str, Any] = {
+                "bfm.kind": kind,
+                "messaging.message.id": msg_id,
+                "bfm.shard": shard,
+                "bfm.component": component,
+            }
+            if self._fast_roots and not sample_root(attributes):
+                traceparent = unsampled_traceparent()  # no SDK span: most messages
+            else:
+                if self._fast_roots:
+                    attributes[FORCE_SAMPLE] = True  # keep the decision just made
+                span = self._tracer.start_span(
+                    "bfm.produce", kind=SpanKind.PRODUCER, attributes=attributes
+                )
+                traceparent = traceparent_of(span)
+                exemplar = exemplar_of(span)
+                if exemplar is not None:  # sampled: the history names the trace to look up
+                    traced = f',"trace_id":"{exemplar["trace_id"]}"'
         first_s = self._wall()
         env: dict[str, Any] = {
             "schema": SCHEMA,

@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from failover.core.fencing import Assignment, EpochFence, Ownership
 from failover.core.topology import DEFAULT_COMPONENTS
 from failover.workload.envelope import Envelope, shard_of
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
-from failover.workload.producer import Producer
+from failover.workload.producer import Producer, kind_cycle
 from failover.workload.router import Router
 
 SHARDS = 4
@@ -304,3 +306,19 @@ def test_a_sites_own_devices_send_every_new_message_to_their_site_first() -> Non
         assert sent_to_a_following <= 5  # after b's first ack, new ones went to b
 
     _run(scenario)
+
+
+def test_message_mixes_keep_their_proportions() -> None:
+    field = Counter(kind_cycle("field", seed=3))
+    assert field["alarm"] == 2 and field["event"] == 45 and sum(field.values()) == 100
+    assert kind_cycle("field", seed=3) == kind_cycle("field", seed=3)  # fixed per seed
+    assert sorted(kind_cycle("uniform", seed=1)) == [
+        "alarm",
+        "auth",
+        "event",
+        "geo",
+        "media",
+        "status",
+    ]
+    with pytest.raises(ValueError, match="unknown message mix 'bursty'"):
+        kind_cycle("bursty", seed=1)
