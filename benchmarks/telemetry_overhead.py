@@ -25,9 +25,10 @@ shows as CPU seconds per 1000 messages, which at saturation is what limits throu
 and ``--saturate`` (about what it carries: the achieved acknowledgements per second are
 its throughput). Far beyond that, a busy router misses health probes and the controller
 moves shards away (``ownership_moves`` counts the decisions after the initial placement):
-the figures then measure those failovers, not telemetry. Latency (first send to acknowledgement, retries included) from the
-producer's history. CPU: every process of the run (/proc), over the steady middle of the
-traffic, so start-up (imports) is left out. Not part of CI: it measures, tests assert.
+the figures then measure those failovers, not telemetry. Latency (first send to
+acknowledgement, retries included) from the producer's history. CPU: every process of the
+run (/proc), over the steady middle of the traffic, so start-up (imports) is left out.
+Not part of CI: it measures, tests assert.
 """
 
 from __future__ import annotations
