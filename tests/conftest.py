@@ -9,9 +9,12 @@ suite asserts correctness, never speed.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
+
+import bfm_observe
 
 CI_ENV = "CI"
 
@@ -48,3 +51,15 @@ def _fail_if_skipped(report: pytest.TestReport | pytest.CollectReport) -> None:
         f"skipped under {CI_ENV}=true, where every test must run (make .ci/run install "
         f"what it needs): {reason}"
     )
+
+
+@pytest.fixture
+def clean_telemetry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No telemetry configured before or after the test, and no OTEL_* or BFM_LOKI_URL
+    from the environment (bfm_observe reads them)."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
+            monkeypatch.delenv(name)
+    bfm_observe.shutdown()
+    yield
+    bfm_observe.shutdown()

@@ -8,10 +8,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -20,20 +18,10 @@ from support.loki_receiver import LokiEntry, LokiReceiver, closed_port_url
 
 import bfm_observe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_telemetry")]
 WAIT_S = 10.0
 LABELS = {"site", "component", "level", "namespace"}
 log = logging.getLogger("bfm.test.loki")
-
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
 
 
 def counter(name: str, site: str, component: str) -> float:

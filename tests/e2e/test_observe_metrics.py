@@ -5,7 +5,6 @@ trace ids only in OpenMetrics, bfm_process_* per site and component, names that 
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import subprocess
 import urllib.error
@@ -19,18 +18,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 import bfm_observe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_telemetry")]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ exports to its new receiver; a dead collector never blocks span creation."""
 from __future__ import annotations
 
 import io
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -16,18 +14,8 @@ from support.otlp_receiver import OtlpReceiver
 
 import bfm_observe
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("clean_telemetry")]
 WAIT_S = 10.0
-
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
 
 
 def named(name: str, spans: list[dict[str, object]]) -> dict[str, object] | None:

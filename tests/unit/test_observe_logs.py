@@ -6,9 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,18 +16,10 @@ import bfm_observe
 from bfm_observe.logs import JsonFormatter, rfc3339_ms
 from bfm_observe.loki import BfmLokiEmitter, Entry, entry_of, push_url
 
+pytestmark = pytest.mark.usefixtures("clean_telemetry")
+
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
-
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:

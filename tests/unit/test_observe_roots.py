@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +14,7 @@ from bfm_observe.propagation import is_sampled, span_context_of
 from bfm_observe.roots import FORCE_SAMPLE, sample_root, unsampled_traceparent
 from failover.workload.producer import Producer
 
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
+pytestmark = pytest.mark.usefixtures("clean_telemetry")
 
 
 def _configure(ratio: float) -> None:

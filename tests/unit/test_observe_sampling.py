@@ -4,8 +4,6 @@ OTEL_TRACES_SAMPLER mapping; exemplars only for sampled spans."""
 from __future__ import annotations
 
 import io
-import os
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -15,20 +13,12 @@ import bfm_observe
 from bfm_observe.sampling import BfmRootSampler
 from bfm_observe.tracing import DEFAULT_SAMPLE_RATIO, resolve_sampler
 
+pytestmark = pytest.mark.usefixtures("clean_telemetry")
+
 LOW = 0x0123456789ABCDEF_0000000000000001  # low 64 bits tiny: sampled at any ratio > 0
 HIGH = 0x0123456789ABCDEF_FFFFFFFFFFFFFFF0  # low 64 bits huge: sampled only at ratio 1
 SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 UNSAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
 
 
 def decide(sampler: BfmRootSampler, trace_id: int, **attrs: object) -> Decision:

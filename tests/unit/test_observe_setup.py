@@ -22,15 +22,7 @@ import bfm_observe
 from bfm_observe import tracing
 from bfm_observe.logs import BfmStreamHandler
 
-
-@pytest.fixture(autouse=True)
-def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_") or name == "BFM_LOKI_URL":
-            monkeypatch.delenv(name)
-    bfm_observe.shutdown()
-    yield
-    bfm_observe.shutdown()
+pytestmark = pytest.mark.usefixtures("clean_telemetry")
 
 
 @contextmanager
