@@ -100,13 +100,27 @@ def latencies_s(run_dir: Path) -> list[float]:
 
 
 def moves(run_dir: Path) -> int:
-    """Ownership decisions other than the initial placement: a run without faults has
+    """Ownership decisions once traffic flowed (the first send): a run without faults has
     none unless overload made health probes fail (then throughput measures failovers)."""
+    first_send_s = min(
+        (
+            json.loads(line)["t"]
+            for path in run_dir.glob("history*.jsonl")
+            for line in path.read_text().splitlines()[:1]
+            if line.startswith("{")
+        ),
+        default=float("inf"),
+    )
     count = 0
     for path in run_dir.glob("site-*.log"):
         for line in path.read_text(errors="replace").splitlines():
-            if '"event": "decision"' in line and '"kind": "initial"' not in line:
-                count += 1
+            if '"event": "decision"' not in line:
+                continue
+            try:
+                at_s = float(json.loads(line).get("at_wall_s", 0.0))
+            except ValueError:
+                continue
+            count += at_s > first_send_s
     return count
 
 
