@@ -124,20 +124,35 @@ def moves(run_dir: Path) -> int:
     return count
 
 
-def run_ticks(run_dir: Path) -> int:
-    """CPU clock ticks (user + system) used so far by every process of the run."""
-    ticks = 0
+GROUPS = ("producer", "backbone", "bfm-site")
+
+
+def run_ticks(run_dir: Path) -> dict[str, int]:
+    """CPU clock ticks (user + system) used so far by the run's processes, per group: the
+    producer (the load generator), the backbone (routers and modules) and the BFM site
+    processes."""
+    ticks = dict.fromkeys(GROUPS, 0)
     needle = str(run_dir).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if needle not in (proc / "cmdline").read_bytes():
+            cmdline = (proc / "cmdline").read_bytes()
+            if needle not in cmdline:
                 continue
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        argv = cmdline.split(b"\0")
+        if b"produce" in argv:
+            group = "producer"
+        elif b"component" in argv:
+            group = "backbone"
+        elif b"site" in argv:
+            group = "bfm-site"
+        else:
+            continue  # the demo's own process
+        ticks[group] += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks
 
 
@@ -169,7 +184,7 @@ def trial(
         stderr=subprocess.DEVNULL,
         env={**os.environ, **mode_env(mode, sink_url)},
     )
-    window: list[tuple[float, int, int]] = []  # (monotonic s, ticks, acked)
+    window: list[tuple[float, dict[str, int], int]] = []  # (monotonic s, ticks, acked)
     traffic_s: float | None = None
     while demo.poll() is None and time.monotonic() - started < 600:
         acked = acked_so_far(run_dir)
@@ -182,11 +197,16 @@ def trial(
     demo.wait(timeout=60)
     data: dict[str, Any] = json.loads(report.read_text()) if report.exists() else {}
     cores = cpu_s_per_1000 = None
+    per_group: dict[str, float | None] = dict.fromkeys(GROUPS)
     if len(window) >= 2:
         (t0, ticks0, acked0), (t1, ticks1, acked1) = window[0], window[-1]
-        cpu_s = (ticks1 - ticks0) / os.sysconf("SC_CLK_TCK")
+        tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        used_s = {g: (ticks1[g] - ticks0[g]) * tick_s for g in GROUPS}
+        cpu_s = sum(used_s.values())
         cores = round(cpu_s / (t1 - t0), 3)
-        cpu_s_per_1000 = round(1000 * cpu_s / (acked1 - acked0), 3) if acked1 > acked0 else None
+        if acked1 > acked0:
+            cpu_s_per_1000 = round(1000 * cpu_s / (acked1 - acked0), 3)
+            per_group = {g: round(1000 * used_s[g] / (acked1 - acked0), 3) for g in GROUPS}
     acked = int(data.get("acked", 0))
     return {
         "ok": demo.returncode == 0,
@@ -195,6 +215,7 @@ def trial(
         "latency_s": summarize(latencies_s(run_dir)),
         "cpu_cores": cores,
         "cpu_s_per_1000": cpu_s_per_1000,
+        "cpu_s_per_1000_by_group": per_group,
         "ownership_moves": moves(run_dir),
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -211,6 +232,10 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "trials_with_ownership_moves": sum(1 for r in runs if r["ownership_moves"]),
         "acked_per_s": mean("acked_per_s"),
         "cpu_s_per_1000": mean("cpu_s_per_1000"),
+        "cpu_s_per_1000_by_group": {
+            g: round(sum(r["cpu_s_per_1000_by_group"][g] or 0 for r in runs) / len(runs), 3)
+            for g in GROUPS
+        },
         "latency_p50_s": round(sum(r["latency_s"]["p50"] for r in runs) / len(runs), 4),
         "latency_p99_s": round(sum(r["latency_s"]["p99"] for r in runs) / len(runs), 4),
         "runs": runs,
