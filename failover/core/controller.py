@@ -91,12 +91,12 @@ def decide_component(
 ) -> Decision | None:
     c = current.component
     weights = {s: topology.weight(s) for s in topology.workers}
-    serving = [s for s in topology.workers if _serving(views.get(s), c)]
-    placeable = [s for s in serving if _placeable(views[s], c, policy)]
+    serving = [s for s in topology.workers if site_serves(views.get(s), c)]
+    placeable = [s for s in serving if site_placeable(views[s], c, policy)]
     stable = [s for s in placeable if c in views[s].components_stable]
     owners = [a.owner for a in current.shards]
 
-    orphans = [i for i, a in enumerate(current.shards) if not _valid(a, views, c)]
+    orphans = [i for i, a in enumerate(current.shards) if not grant_valid(a, views, c)]
     if orphans:
         targets = stable or placeable or serving
         moves = place_orphans(owners, orphans, targets, weights)
@@ -181,21 +181,24 @@ def _grant(
     return Decision(current.component, kind, new, tuple(sorted(moves)), reason)
 
 
-def _serving(view: SiteView | None, component: str) -> bool:
+def site_serves(view: SiteView | None, component: str) -> bool:
+    """The site is alive and runs the component."""
     return view is not None and view.alive and component in view.components_up
 
 
-def _placeable(view: SiteView, component: str, policy: PlacementPolicy) -> bool:
+def site_placeable(view: SiteView, component: str, policy: PlacementPolicy) -> bool:
+    """The operator lets the component's shards go to the site (not drained, not pinned
+    elsewhere)."""
     pinned = policy.pinned.get(component)
     return not view.admin_drained and (pinned is None or pinned == view.name)
 
 
-def _valid(a: Assignment, views: Mapping[str, SiteView], component: str) -> bool:
+def grant_valid(a: Assignment, views: Mapping[str, SiteView], component: str) -> bool:
     """The owner is alive, on the granted session, runs the component, and has not given
     the grant up (reporting the component down releases its grants up to an epoch)."""
     if a.owner is None:
         return False
     view = views.get(a.owner)
-    if view is None or not _serving(view, component) or view.session != a.session:
+    if view is None or not site_serves(view, component) or view.session != a.session:
         return False
     return all(a.epoch > epoch for c, epoch in view.released if c == component)

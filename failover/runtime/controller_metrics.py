@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from prometheus_client import Counter, Gauge, Histogram
 
 from failover import telemetry
-from failover.core.controller import Decision, DecisionKind, PlacementPolicy, SiteView
+from failover.core.controller import (
+    Decision,
+    DecisionKind,
+    PlacementPolicy,
+    SiteView,
+    grant_valid,
+    site_placeable,
+    site_serves,
+)
 from failover.core.fencing import Ownership
 from failover.core.placement import target_owners
 from failover.core.topology import Topology
@@ -129,18 +137,15 @@ class LeaderMetrics:
                 s
                 for s in workers
                 if (v := views.get(s)) is not None
-                and v.alive
-                and c in v.components_up
-                and not v.admin_drained
-                and policy.pinned.get(c, s) == s
+                and site_serves(v, c)
+                and site_placeable(v, c, policy)
             ]
             owners = [a.owner for a in ownership.shards]
             target = target_owners(owners, live, weights) if live else owners
             for s in workers:
                 self.set(telemetry.SHARDS_OWNED, counts.get(s, 0), s, c)
                 orphaned = any(
-                    a.owner == s and not _still_valid(a.epoch, a.session, views.get(s), c)
-                    for a in ownership.shards
+                    a.owner == s and not grant_valid(a, views, c) for a in ownership.shards
                 )
                 self.set(telemetry.FAILOVER_IN_PROGRESS, float(orphaned), s, c)
                 pending = sum(
@@ -167,13 +172,3 @@ class LeaderMetrics:
         """Observe in a leader-only histogram."""
         histogram.labels(*labels).observe(value)
         self._series.add((histogram, labels))
-
-
-def _still_valid(epoch: int, session: int, view: SiteView | None, component: str) -> bool:
-    """Whether the owner still holds a grant (``failover.core.controller``'s rule): a shard
-    that fails it waits for a failover."""
-    if view is None or not view.alive or component not in view.components_up:
-        return False
-    if view.session != session:
-        return False
-    return all(epoch > e for c, e in view.released if c == component)
