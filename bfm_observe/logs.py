@@ -11,7 +11,11 @@ from typing import IO, Any
 from opentelemetry import trace
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_CORE = ("ts", "level", "logger", "msg", "site", "component", "trace_id", "span_id", "error")
+_CORE = ("ts", "level", "logger", "msg", "trace_id", "span_id", "error")
+# ``site`` and ``component`` default to the process's own; a record that names its own
+# (a site process's line about one component's decision) keeps them: the line is about
+# that component, and readers (the run checker, Loki queries) rely on it. The Loki
+# labels stay the process's.
 
 
 def _hex(value: object, width: int) -> str | None:
@@ -40,7 +44,8 @@ def rfc3339_ms(created: float) -> str:
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", "site", "component", "trace_id", "span_id",
-    ...extra, "error"}``; ids are left out when there are none."""
+    ...extra, "error"}``; ids are left out when there are none; ``site`` and
+    ``component`` are the process's unless the record gives its own (``extra=``)."""
 
     def __init__(self, site: str, component: str) -> None:
         super().__init__()

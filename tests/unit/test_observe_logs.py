@@ -121,3 +121,16 @@ def test_loki_entry_takes_tags_and_ids_from_the_record_but_no_labels() -> None:
     assert stream["stream"] == {**labels, "level": "warning"}  # extra tags are no labels
     assert stream["values"] == [["1500000000", "line", {"trace_id": TRACE}]]
     assert entry_of(record, "line").metadata == {"trace_id": TRACE}
+
+
+def test_a_record_about_another_component_keeps_it() -> None:
+    """A site process's line about eap's decision says component eap (the run checker
+    reads the decisions' components from these lines); the rest say the process's."""
+    formatter = JsonFormatter("w", "bfm-site")
+    about = logging.getLogger("x").makeRecord(
+        "x", logging.INFO, __file__, 1, "decided", (), None, extra={"component": "eap"}
+    )
+    plain = logging.getLogger("x").makeRecord("x", logging.INFO, __file__, 1, "hi", (), None)
+    assert json.loads(formatter.format(about))["component"] == "eap"
+    assert json.loads(formatter.format(plain))["component"] == "bfm-site"
+    assert json.loads(formatter.format(about))["site"] == "w"
