@@ -75,6 +75,7 @@ def demo(
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
     duration_s = parse_duration_s(duration)
+    telemetry_env = _telemetry_env(otlp_endpoint)  # bad input fails before any file exists
     directory = run_dir or default_run_dir()
     directory.mkdir(parents=True, exist_ok=True)
     if store not in ("sqlite", "etcd") and not store.startswith(("sqlite://", "etcd://")):
@@ -86,7 +87,7 @@ def demo(
         duration_s,
         scenario,
         store=store,
-        env=_telemetry_env(otlp_endpoint),
+        env=telemetry_env,
         mix=mix,
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)

@@ -446,3 +446,25 @@ def test_a_bad_option_value_exits_2_naming_the_option(
     line = _assert_one_error_line(capsys.readouterr().err)
     assert line.startswith("bfm: invalid value for '--hold-off': 'soon' is not a duration")
     assert line.endswith("see 'bfm wait --help'.")
+
+
+def test_demo_refuses_a_bad_otlp_endpoint_before_making_files(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "failover",
+            "demo",
+            "--otlp-endpoint",
+            "localhost:4318",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--otlp-endpoint 'localhost:4318' is not an http(s) URL" in done.stderr
+    assert not (tmp_path / "run").exists()
