@@ -240,9 +240,10 @@ def force_flush(timeout_s: float = 5.0) -> bool:
     return not thread.is_alive()
 
 
-def exemplar() -> dict[str, str] | None:
-    """``{"trace_id", "span_id"}`` of the current span when it is valid and sampled."""
-    ctx = trace.get_current_span().get_span_context()
+def exemplar(span: trace.Span | None = None) -> dict[str, str] | None:
+    """``{"trace_id", "span_id"}`` of ``span`` (default: the current span) when it is
+    valid and sampled."""
+    ctx = (span or trace.get_current_span()).get_span_context()
     if not ctx.is_valid or not ctx.trace_flags.sampled:
         return None
     return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}

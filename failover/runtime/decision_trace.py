@@ -209,7 +209,7 @@ class DecisionTracer:
                 "bfm.term": term,
             },
             links=_unique_links(links),
-            start_time=_ns(detect_from_s),
+            start_time=wall_ns(detect_from_s),
         )
         ctx = decision.get_span_context()
         if trace_id is not None:
@@ -237,7 +237,7 @@ class DecisionTracer:
             decision.set_status(trace.StatusCode.ERROR, f"{type(err).__name__}: {err}")
             raise
         finally:
-            decision.end(end_time=_ns(self.clock.wall()))
+            decision.end(end_time=wall_ns(self.clock.wall()))
 
     def _phases(
         self,
@@ -258,18 +258,18 @@ class DecisionTracer:
             detect.add_event(
                 o.what,
                 attributes={"bfm.site": o.site, "bfm.component": o.component or "*"},
-                timestamp=_ns(o.wall_s),
+                timestamp=wall_ns(o.wall_s),
             )
-        detect.end(end_time=_ns(decide_s[0]))
+        detect.end(end_time=wall_ns(decide_s[0]))
         decide = self._span("bfm.decide", in_decision, decide_s[0])
         decide.set_attribute("bfm.components_considered", considered)
         for d in decisions:
             decide.add_event(
                 f"{d.kind.value} {d.component}",
                 attributes={"bfm.shards": list(d.shards), "bfm.reason": d.reason},
-                timestamp=_ns(decide_s[0]),
+                timestamp=wall_ns(decide_s[0]),
             )
-        decide.end(end_time=_ns(decide_s[1]))
+        decide.end(end_time=wall_ns(decide_s[1]))
         decisions = [
             replace(d, ownership=replace(d.ownership, trace_id=ids[0], span_id=ids[1]))
             for d in decisions
@@ -280,7 +280,7 @@ class DecisionTracer:
             committed = write(decisions, fence)
         finally:
             fence_to_s = self.clock.wall()
-            fence.end(end_time=_ns(fence_to_s))
+            fence.end(end_time=wall_ns(fence_to_s))
         recording = self._span("bfm.record", in_decision, fence_to_s)
         try:
             with trace.use_span(recording, end_on_exit=False):  # logs of on_commit carry it
@@ -289,7 +289,7 @@ class DecisionTracer:
                 recording.set_attribute("bfm.error", error)
         finally:
             done_s = self.clock.wall()
-            recording.end(end_time=_ns(done_s))
+            recording.end(end_time=wall_ns(done_s))
         decision.set_attribute("bfm.committed", [d.component for d in committed])
         phases = {
             "detect": (detect_from_s, decide_s[0]),
@@ -301,7 +301,7 @@ class DecisionTracer:
 
     def _span(self, name: str, parent: Context, start_s: float) -> Span:
         """A child span of the decision; the caller ends it (with its own end time)."""
-        return self.tracer.start_span(name, context=parent, start_time=_ns(start_s))
+        return self.tracer.start_span(name, context=parent, start_time=wall_ns(start_s))
 
 
 def _continues(decision: Decision, before: Ownership) -> str:
@@ -325,5 +325,6 @@ def _unique_links(links: Sequence[Link]) -> list[Link]:
     return unique
 
 
-def _ns(wall_s: float) -> int:
+def wall_ns(wall_s: float) -> int:
+    """Wall-clock seconds as the nanoseconds span start and end times take."""
     return int(wall_s * 1e9)

@@ -32,6 +32,7 @@ from failover.core.fencing import Ownership
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology
 from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
+from failover.runtime.decision_trace import wall_ns
 from failover.runtime.documents import (
     OWNERSHIP_PREFIX,
     lease_key,
@@ -183,7 +184,7 @@ class SiteAgentRuntime:
                 attributes={"bfm.site": self.site, "bfm.component": c, "bfm.shards": shards},
             )
             ids = _ids(span, doc)
-            span.end(end_time=_ns(self.clock.wall()))
+            span.end(end_time=wall_ns(self.clock.wall()))
             log.info(
                 f"site {self.site} released {c} shards {shards} (drained) for their transfer",
                 extra={
@@ -271,10 +272,10 @@ class SiteAgentRuntime:
                 "bfm.draining": draining,
                 "bfm.max_epoch": after.max_epoch,
             },
-            start_time=_ns(self.clock.wall()),
+            start_time=wall_ns(self.clock.wall()),
         )
         trace_id, span_id = _ids(span, after)
-        span.end(end_time=_ns(self.clock.wall()))
+        span.end(end_time=wall_ns(self.clock.wall()))
         parts = [
             f"{what} {shards}"
             for what, shards in (("gains", gained), ("loses", lost), ("drains", draining))
@@ -354,7 +355,3 @@ def _ids(span: Span, doc: Ownership | None) -> tuple[str, str]:
     if ctx.is_valid:
         return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
     return (doc.trace_id, doc.span_id) if doc else ("", "")
-
-
-def _ns(wall_s: float) -> int:
-    return int(wall_s * 1e9)

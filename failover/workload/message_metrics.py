@@ -18,6 +18,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.samples import Exemplar
 
 from bfm_observe.propagation import is_sampled
+from bfm_observe.tracing import exemplar
 from failover import telemetry
 
 __all__ = ["is_sampled"]
@@ -130,12 +131,7 @@ def observe_many(
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
     """The exemplar of a message's span (``bfm_observe.exemplar()`` for it): its trace and
     span ids when it is sampled, else None."""
-    if span is None:
-        return None
-    ctx = span.get_span_context()
-    if not ctx.is_valid or not ctx.trace_flags.sampled:
-        return None
-    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+    return None if span is None else exemplar(span)
 
 
 def tracing_configured() -> bool:
