@@ -15,6 +15,7 @@ import functools
 import heapq
 import itertools
 import json
+import logging
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -100,6 +101,53 @@ class _Message:
     refusals: int = 0  # so far: each retry waits twice as long, up to the ceiling
 
 
+DELAYED_S = 0.5
+"""A message acknowledged this long after its first send, after a refusal, is logged as
+delayed (``bfm logs '{component="producer"} |= "delayed"'``; its trace id leads to the
+failover behind it with ``bfm trace``)."""
+DELAYED_LOGS_PER_S = 20
+"""At most this many such lines a second: a failover delays thousands at once."""
+_log = logging.getLogger("bfm.producer")
+
+
+class _LogBudget:
+    """Up to ``per_s`` lines in each whole second of wall time."""
+
+    def __init__(self, per_s: int) -> None:
+        self.per_s, self._second, self._used = per_s, -1, 0
+
+    def take(self, now_s: float) -> bool:
+        second = int(now_s)
+        if second != self._second:
+            self._second, self._used = second, 0
+        self._used += 1
+        return self._used <= self.per_s
+
+
+def _log_delayed(msg: _Message, wait_s: float, answer: dict[str, Any]) -> None:
+    extra: dict[str, Any] = {
+        "event": "delayed",
+        "message_id": msg.id,
+        "kind": msg.kind,
+        "wait_s": round(wait_s, 3),
+        "attempts": msg.refusals + 1,
+        "owner_site": answer.get("site"),
+    }
+    found = exemplar_of(msg.span)
+    if found is not None:  # sampled: its spans are kept, bfm trace can follow it
+        extra.update(found)
+    _log.warning(
+        "message %s (%s) delayed %.3f s: acknowledged by site %s after %d attempt(s)%s",
+        msg.id,
+        msg.kind,
+        wait_s,
+        answer.get("site"),
+        msg.refusals + 1,
+        f"; trace {found['trace_id']}" if found is not None else "",
+        extra=extra,
+    )
+
+
 class Producer:
     def __init__(
         self,
@@ -165,6 +213,7 @@ class Producer:
         # BFM's own tracer follows the live sampler: decide before making a span
         self._fast_roots = tracer is None
         self._tally = messages(site, COMPONENT)  # added to the counter once per tick
+        self._delayed_logs = _LogBudget(DELAYED_LOGS_PER_S)
         self._latency = Latency(site, COMPONENT)
 
     async def run(self, *, duration_s: float, give_up_s: float = 30.0) -> ProducerStats:
@@ -319,6 +368,8 @@ class Producer:
         self.stats.recent_waits_s.append(wait_s)
         self._tally.add(msg.kind, "acked")
         self._latency.observe(msg.kind, max(0.0, wait_s), exemplar_of(msg.span))
+        if msg.refusals and wait_s >= DELAYED_S and self._delayed_logs.take(acked_s):
+            _log_delayed(msg, wait_s, answer)
         span = msg.span
         if span is not None:
             if span.is_recording():
