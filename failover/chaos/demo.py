@@ -34,6 +34,7 @@ from typing import Any
 from failover.adapters.etcd_cluster import EtcdCluster
 from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
+from failover.chaos.logstore_process import LogStoreProcess
 from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import final_shards
 from failover.chaos.schedule import Step, run_due
@@ -45,6 +46,7 @@ from failover.workload.endpoints import Endpoints
 from failover.workload.launcher import Launcher
 
 FAULT_AT_S = 5.0
+OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SCENARIOS = (
     "none",
     "component-crash",
@@ -67,6 +69,7 @@ class Demo:
     env: dict[str, str] = field(default_factory=dict)
     store: str = "sqlite"  # sqlite (a file in the run dir), etcd (a local cluster), or a URL
     mix: str = "uniform"  # the producer's kinds of message (failover.workload.producer.MIXES)
+    logstore: bool = True  # run the embedded log and trace store and ship to it
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -86,6 +89,7 @@ class Demo:
         self._leader = "w"
         self._eap_pid: int | None = None
         self.shards_at_end: dict[str, dict[str, int]] | None = None
+        self.logs: LogStoreProcess | None = None
 
     @property
     def stats_file(self) -> Path:
@@ -111,6 +115,8 @@ class Demo:
         """The store (a local etcd cluster for ``etcd``), then every site process; each
         worker site's process starts its own components."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.logstore:
+            self._start_logstore()
         if self.store == "etcd":
             self.etcd = EtcdCluster(self.run_dir / "etcd")
             self.etcd.start()
@@ -118,6 +124,22 @@ class Demo:
         write_scrape_config(self.run_dir)
         for site in self.topology.site_names:
             self.launcher.start_site(site)
+
+    def _start_logstore(self) -> None:
+        """Every process ships its logs, and its spans unless a collector was named, to the
+        run's own store (``bfm logs``, ``bfm trace``)."""
+        self.logs = LogStoreProcess(self.run_dir)
+        url = self.logs.start()
+        shipping = {"BFM_LOKI_URL": url}
+        named = self.env.get(OTLP_ENV) or os.environ.get(OTLP_ENV)
+        if not named:
+            shipping[OTLP_ENV] = url
+        self.env.update(shipping)
+        self.launcher.env.update(shipping)
+
+    @property
+    def logstore_url(self) -> str:
+        return self.logs.url if self.logs is not None else ""
 
     def start_traffic(self) -> None:
         self.producer = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
@@ -263,6 +285,8 @@ class Demo:
             self._store = None
         if self.etcd is not None:
             self.etcd.stop()
+        if self.logs is not None:
+            self.logs.stop()  # last: the processes flushed their logs and spans as they ended
         return summary
 
 
@@ -297,6 +321,7 @@ def headless_command(
     shards: int | None = None,
     store: str = "sqlite",
     mix: str = "uniform",
+    logstore: bool = False,
 ) -> list[str]:
     """The command line of one ``bfm demo --headless`` run (tests and benchmarks)."""
     return [
@@ -313,4 +338,5 @@ def headless_command(
         f"--report={report}",
         f"--store={store}",
         f"--mix={mix}",
+        "--logstore" if logstore else "--no-logstore",
     ]

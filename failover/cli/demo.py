@@ -55,15 +55,23 @@ def demo(
         str | None,
         typer.Option(
             help="Send every process's spans over OTLP/HTTP to this collector (base URL, e.g. "
-            "http://127.0.0.1:4318); default: $OTEL_EXPORTER_OTLP_ENDPOINT, else none."
+            "http://127.0.0.1:4318); default: $OTEL_EXPORTER_OTLP_ENDPOINT, else the run's "
+            "log store (unless --no-logstore)."
         ),
     ] = None,
+    logstore: Annotated[
+        bool,
+        typer.Option(
+            "--logstore/--no-logstore",
+            help="Run the embedded log and trace store and ship every process's logs and "
+            "spans to it (bfm logs, bfm trace).",
+        ),
+    ] = True,
 ) -> None:
     """Start sites a, b and w, the backbone and a producer; show who owns what; judge the run.
 
     Exit 0 when the checker finds nothing lost, no stale write and no dual owner; 1 otherwise.
     """
-    from failover.adapters.etcd_cluster import EtcdClusterError
     from failover.chaos.demo import SCENARIOS, Demo
     from failover.chaos.run_check import judge
     from failover.cli.durations import parse_duration_s
@@ -89,6 +97,7 @@ def demo(
         store=store,
         env=telemetry_env,
         mix=mix,
+        logstore=logstore,
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)
     typer.echo(
@@ -98,11 +107,7 @@ def demo(
     )
     summary: dict[str, Any] = {}
     try:
-        try:
-            run.start()
-        except EtcdClusterError as err:
-            raise Unreachable(f"cannot start the demo's etcd cluster: {err}") from None
-        typer.echo(f"bfm demo: store {run.store_url}", err=True)
+        _start(run)
         _wait_for_placement(run)
         run.start_traffic()
         if headless:
@@ -121,6 +126,26 @@ def demo(
     _print_summary(data)
     if result.violations:
         raise CheckFailed(f"the checker found violations; see {report or 'the report above'}")
+
+
+def _start(run: Demo) -> None:
+    """The run's processes, with a clear error when the store or log store cannot start."""
+    from failover.adapters.etcd_cluster import EtcdClusterError
+    from failover.chaos.logstore_process import LogStoreStartError
+
+    try:
+        run.start()
+    except EtcdClusterError as err:
+        raise Unreachable(f"cannot start the demo's etcd cluster: {err}") from None
+    except LogStoreStartError as err:
+        raise Unreachable(f"{err}; or run with --no-logstore") from None
+    typer.echo(f"bfm demo: store {run.store_url}", err=True)
+    if run.logstore_url:
+        typer.echo(
+            f"bfm demo: logs and traces at {run.logstore_url}; try: "
+            f"BFM_LOKI_URL={run.logstore_url} bfm logs '{{site=\"a\"}}'",
+            err=True,
+        )
 
 
 def _telemetry_env(otlp_endpoint: str | None) -> dict[str, str]:

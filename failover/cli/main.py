@@ -41,6 +41,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.workload",
     "failover.cli.demo",
     "failover.cli.chaos",
+    "failover.cli.logstore",
+    "failover.cli.logs",
 )
 
 _EXIT_CODES_HELP = (

@@ -22,6 +22,7 @@ def run_demo(
     env: Mapping[str, str] | None = None,
     timeout_s: float = 300,
     store: str = "sqlite",
+    logstore: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """The finished demo (exit code, output) and its JSON report; the run is in
     ``tmp_path / "run"``."""
@@ -35,6 +36,7 @@ def run_demo(
             rate_per_s=rate,
             shards=shards,
             store=store,
+            logstore=logstore,
         ),
         check=False,
         capture_output=True,
