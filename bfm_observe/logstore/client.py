@@ -188,7 +188,7 @@ class LokiClient:
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """The spans of ``trace_id`` from ``GET <traces_url>/api/traces/<id>`` (Tempo's JSON);
         an empty list when the server does not know the trace (404)."""
-        from bfm_observe.logstore.wire_otlp import decode_tempo_json  # noqa: PLC0415
+        from bfm_observe.logstore.wire_tempo import decode_tempo_json  # noqa: PLC0415
 
         url = f"{self.traces_url}/api/traces/{trace_id.lower()}"
         response = self._get(url, None, {"Accept": "application/json"}, not_found_ok=True)

@@ -46,7 +46,8 @@ from bfm_observe.logstore.wire_loki import (
     decode_loki_protobuf,
     decompress,
 )
-from bfm_observe.logstore.wire_otlp import decode_otlp_logs, decode_otlp_traces, spans_to_tempo_json
+from bfm_observe.logstore.wire_otlp import decode_otlp_logs, decode_otlp_traces
+from bfm_observe.logstore.wire_tempo import spans_to_tempo_json
 
 log = logging.getLogger("bfm.logstore")
 

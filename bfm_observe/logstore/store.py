@@ -5,7 +5,9 @@ answers over all of a tenant's lines in ``[start_ns, end_ns)`` taken in ingest o
 in time, label set and text keep that order); :meth:`LogStore.entries` hands metric
 queries a superset of their matching lines for ``eval_metric``. How lines are found is in
 :mod:`~bfm_observe.logstore.store_query`, the file's layout and the choice of tokenizer in
-:mod:`~bfm_observe.logstore.store_schema`, retention in :mod:`~bfm_observe.logstore.retention`.
+:mod:`~bfm_observe.logstore.store_schema`, how lines and spans are written in
+:mod:`~bfm_observe.logstore.store_lines` and :mod:`~bfm_observe.logstore.store_spans`,
+retention in :mod:`~bfm_observe.logstore.retention`.
 
 Tenants are separate: every query names one and sees only its streams and spans.
 Lines are not deduplicated (Loki drops a line identical in stream, time and text to the
@@ -23,7 +25,6 @@ closed, so consume it promptly.
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 import threading
 import time
@@ -32,39 +33,28 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal
 
-from bfm_observe.logstore import retention, store_query
+from bfm_observe.logstore import retention, store_query, store_spans
 from bfm_observe.logstore.logql import LogQuery, MetricQuery, log_query_of, select_streams
 from bfm_observe.logstore.logql_ast import Entry
 from bfm_observe.logstore.logql_eval import LabelSet
 from bfm_observe.logstore.records import LogRecord, SpanRecord
 from bfm_observe.logstore.retention import RetentionResult
+from bfm_observe.logstore.store_lines import check_ts_ns, insert_lines, prepare_lines
+from bfm_observe.logstore.store_plan import Plan, make_plan
 from bfm_observe.logstore.store_schema import (
-    SPAN_COLUMNS,
     LogStoreError,
     StoreFull,
     StreamCatalogue,
-    canonical_labels,
-    check_ts_ns,
-    chunk_ids,
-    chunk_of,
     connect,
     db_error,
-    encodable,
-    encode_metadata,
-    ensure_fts,
     open_error,
-    part_of,
-    span_of_row,
-    span_row,
 )
 
 __all__ = ["LogStore", "LogStoreError", "RetentionResult", "StoreFull", "StoreStats"]
 
 MAX_IDLE_READERS = 8
-
-_PreparedLine = tuple[str, str, int, str, "str | None", "bytes | str | None"]
 
 
 @dataclass(frozen=True)
@@ -77,40 +67,6 @@ class StoreStats:
     disk_bytes: int
     oldest_ts_ns: int | None
     newest_ts_ns: int | None
-
-
-def _prepare(records: Sequence[LogRecord]) -> list[_PreparedLine]:
-    """Validated rows ``(tenant, canonical labels, ts_ns, line, metadata, trace)``."""
-    out: list[_PreparedLine] = []
-    canonical_of: dict[tuple[str, tuple[Any, ...]], str] = {}  # validated label sets
-    for record in records:
-        if not isinstance(record, LogRecord):
-            raise ValueError(f"push takes LogRecord values, not {type(record).__name__}")
-        if not isinstance(record.tenant, str) or not record.tenant:
-            raise ValueError("a log line needs a non-empty tenant")
-        try:
-            key = (record.tenant, tuple(record.labels.items()))
-            canonical = canonical_of.get(key)
-        except (AttributeError, TypeError):  # not a mapping, or unhashable values
-            key, canonical = None, None
-        if canonical is None:
-            canonical = canonical_labels(record.labels)
-            if not encodable(canonical) or not encodable(record.tenant):
-                raise ValueError(f"labels {canonical!r} are not valid Unicode")
-            if key is not None:
-                canonical_of[key] = canonical
-        ts_ns = check_ts_ns(record.ts_ns, "a log line's ts_ns")
-        if not isinstance(record.line, str):
-            raise ValueError(f"the log line at {ts_ns} is a {type(record.line).__name__}")
-        if not encodable(record.line):
-            raise ValueError(f"the log line at {ts_ns} is not valid Unicode (lone surrogate)")
-        metadata, trace = encode_metadata(record.metadata)
-        if (metadata and not encodable(metadata)) or (
-            isinstance(trace, str) and not encodable(trace)
-        ):
-            raise ValueError(f"the structured metadata of the line at {ts_ns} is not valid Unicode")
-        out.append((record.tenant, canonical, ts_ns, record.line, metadata, trace))
-    return out
 
 
 class LogStore:
@@ -206,78 +162,36 @@ class LogStore:
     def push(self, records: Sequence[LogRecord]) -> int:
         """Store log lines in one transaction; returns how many. ValueError (nothing
         stored) for a bad record, StoreFull when the disk is full."""
-        prepared = _prepare(records)
+        prepared = prepare_lines(records)
         if not prepared:
             return 0
         with self._write("storing log lines") as conn:
             first_id = self._next_line_id
-            rows = [
-                (first_id + i, self._catalogue.id_of(conn, tenant, canonical), ts, line, md, tr)
-                for i, (tenant, canonical, ts, line, md, tr) in enumerate(prepared)
-            ]
-            conn.executemany(
-                "INSERT INTO lines (id, stream_id, ts_ns, line, metadata, trace_id) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._index(conn, first_id, [(ts, line) for _, _, ts, line, _, _ in prepared])
-            self._next_line_id = first_id + len(rows)
+            insert_lines(conn, self._catalogue, first_id, prepared)
+            self._next_line_id = first_id + len(prepared)
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'next_line_id'", (self._next_line_id,)
             )
-        return len(rows)
-
-    def _index(self, conn: sqlite3.Connection, first_id: int, lines: list[tuple[int, str]]) -> None:
-        """Full-text rows and chunk bounds for lines with ids ``first_id...``."""
-        last_id = first_id + len(lines) - 1
-        for chunk in range(chunk_of(first_id), chunk_of(last_id) + 1):
-            lo, hi = chunk_ids(chunk)
-            lo, hi = max(lo, first_id), min(hi, last_id)
-            piece = lines[lo - first_id : hi - first_id + 1]
-            table = ensure_fts(conn, part_of(chunk))
-            conn.executemany(
-                f"INSERT INTO {table} (rowid, line) VALUES (?, ?)",  # noqa: S608
-                # FTS5 reads text up to the first NUL; no FTS query string holds one
-                ((lo + i, line.replace("\x00", " ")) for i, (_, line) in enumerate(piece)),
-            )
-            stamps = [ts for ts, _ in piece]
-            ordered = all(a <= b for a, b in itertools.pairwise(stamps))
-            low, high = min(stamps), max(stamps)
-            old = conn.execute(
-                "SELECT lines, min_ts_ns, max_ts_ns, ordered FROM chunks WHERE chunk = ?",
-                (chunk,),
-            ).fetchone()
-            if old is not None:
-                ordered = ordered and bool(old[3]) and stamps[0] >= old[2]
-                low, high = min(low, old[1]), max(high, old[2])
-            conn.execute(
-                "INSERT OR REPLACE INTO chunks (chunk, lines, min_ts_ns, max_ts_ns, ordered) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (chunk, len(piece) + (old[0] if old else 0), low, high, int(ordered)),
-            )
+        return len(prepared)
 
     def push_spans(self, spans: Sequence[SpanRecord]) -> int:
         """Store finished spans in one transaction (a span already stored under the same
         tenant, trace id and span id is replaced); returns how many."""
-        rows = [span_row(span) for span in spans]
+        rows = [store_spans.span_row(span) for span in spans]
         if not rows:
             return 0
         try:
             with self._write("storing spans") as conn:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "  # noqa: S608
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                store_spans.insert_spans(conn, rows)
         except UnicodeEncodeError as exc:
             raise ValueError(f"a span has text that is not valid Unicode ({exc})") from None
         return len(rows)
 
     # --- reading --------------------------------------------------------------------------
 
-    def _plan(self, tenant: str, query: LogQuery | MetricQuery) -> store_query.Plan:
+    def _plan(self, tenant: str, query: LogQuery | MetricQuery) -> Plan:
         """Called inside a read transaction, so every stream its lines can show is known."""
-        return store_query.make_plan(
+        return make_plan(
             log_query_of(query), self._catalogue.of_tenant(tenant), self._catalogue.count()
         )
 
@@ -387,13 +301,8 @@ class LogStore:
     def trace(self, tenant: str, trace_id: str) -> list[SpanRecord]:
         """All stored spans of one trace, by start time (then end time and span id)."""
         with self._read("reading a trace") as conn:
-            rows = conn.execute(
-                f"SELECT {SPAN_COLUMNS} FROM spans WHERE tenant = ? AND trace_id = ?",  # noqa: S608
-                (tenant, trace_id),
-            ).fetchall()
-        spans = [span_of_row(row) for row in rows]
-        spans.sort(key=lambda s: (s.start_ns, s.end_ns, s.span_id))
-        return spans
+            rows = store_spans.fetch_trace(conn, tenant, trace_id)
+        return store_spans.spans_by_start(rows)
 
     # --- upkeep ---------------------------------------------------------------------------
 

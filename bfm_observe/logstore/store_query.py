@@ -20,37 +20,31 @@ can be as new as the ``limit``-th: in time-ordered paths that is the next row's
 timestamp; in id-ordered paths it is the current chunk's ``max_ts_ns`` (or the row's own
 timestamp when the chunk's timestamps rise with its ids), chunks being visited by
 ``max_ts_ns`` descending. Oldest-first is the mirror image.
+
+The plan is made in :mod:`~bfm_observe.logstore.store_plan`, the rows are read in
+:mod:`~bfm_observe.logstore.store_scan`.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import sqlite3
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
 
-from bfm_observe.logstore.logql import (
-    Entry,
-    JsonStage,
-    LabelFilter,
-    LabelFilterStage,
-    LogQuery,
-    OrAndLabelFilter,
-    StringLabelFilter,
-    required_words,
-    select_streams,
-)
+from bfm_observe.logstore.logql import Entry
 from bfm_observe.logstore.logql_eval import LabelSet, label_set, run_pipeline
-from bfm_observe.logstore.store_schema import (
-    chunk_ids,
-    chunk_of,
-    decode_metadata,
-    encodable,
-    fts_table,
-    part_of,
-    trace_key,
+from bfm_observe.logstore.store_lines import decode_metadata
+from bfm_observe.logstore.store_plan import Plan
+from bfm_observe.logstore.store_scan import (
+    Row,
+    Rows,
+    chunked_rows,
+    chunks_between,
+    ordered_rows,
+    range_rows,
+    segments_of,
+    stream_rows,
+    trace_rows,
 )
 
 MERGE_MAX_STREAMS = 64
@@ -59,99 +53,6 @@ NARROW_SHARE = 8
 """A scan that must test lines (``instr``, or every line for ``entries``) reads per
 stream only when at most 1/8 of the tenant's streams are selected: reading by stream costs
 an index step and a table lookup a line, ~7 times a sequential scan by id (measured)."""
-FTS_MAX_TRIGRAMS = 16
-"""Trigrams per ``|=`` string in the FTS query (any subset is a correct prefilter)."""
-
-Row = tuple[int, int, int, str, "str | None", "bytes | str | None"]
-Rows = Generator[Row, None, None]
-Bounded = Generator[tuple[int, "Row | None"], None, None]
-# SQL text is built from constants and integers only (S608 below); values are bound.
-_COLUMNS = "l.id, l.stream_id, l.ts_ns, l.line, l.metadata, l.trace_id"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which streams a query reads and how its lines are found."""
-
-    query: LogQuery
-    streams: Mapping[int, Mapping[str, str]]
-    tenant_streams: int
-    filter_streams: bool  # False when every stream in the store is selected
-    trace: bytes | str | None
-    fts_match: str | None
-    contains: tuple[str, ...]
-    excludes: tuple[str, ...]
-    searches: tuple[str, ...]  # |~ patterns
-    refuses: tuple[str, ...]  # !~ patterns
-
-    @property
-    def line_tests(self) -> bool:
-        return bool(self.contains or self.excludes or self.searches or self.refuses)
-
-
-def _conjuncts(expr: LabelFilter) -> Iterator[LabelFilter]:
-    if isinstance(expr, OrAndLabelFilter) and expr.op == "and":
-        yield from _conjuncts(expr.left)
-        yield from _conjuncts(expr.right)
-    else:
-        yield expr
-
-
-def trace_filter(query: LogQuery) -> str | None:
-    """The ``trace_id`` every match carries as structured metadata, if the pipeline
-    requires one before any ``| json`` (which could overwrite the label)."""
-    for stage in query.stages:
-        if isinstance(stage, JsonStage):
-            return None
-        if isinstance(stage, LabelFilterStage):
-            for part in _conjuncts(stage.expr):
-                if (
-                    isinstance(part, StringLabelFilter)
-                    and part.matcher.name == "trace_id"
-                    and part.matcher.op == "="
-                    and part.matcher.value
-                    and encodable(part.matcher.value)
-                ):
-                    return part.matcher.value
-    return None
-
-
-def fts_match(words: Sequence[str]) -> str | None:
-    """An FTS5 query every line containing all ``words`` matches, or None."""
-    grams: dict[str, None] = {}
-    for word in words:
-        if len(word) < 3 or "\x00" in word or not encodable(word):
-            continue
-        mine = list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
-        if len(mine) > FTS_MAX_TRIGRAMS:
-            step = (len(mine) - 1) / (FTS_MAX_TRIGRAMS - 1)
-            mine = [mine[round(i * step)] for i in range(FTS_MAX_TRIGRAMS)]
-        grams.update(dict.fromkeys(mine))
-    if not grams:
-        return None
-    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
-
-
-def make_plan(
-    query: LogQuery, tenant_streams: Sequence[tuple[int, Mapping[str, str]]], total_streams: int
-) -> Plan:
-    streams = {sid: labels for sid, labels in tenant_streams if select_streams(query, labels)}
-    trace = trace_filter(query)
-    if trace is not None and any("trace_id" in labels for labels in streams.values()):
-        trace = None  # the filter reads that stream label, not the metadata
-    pushed = [f for f in query.line_filters if "\x00" not in f.value and encodable(f.value)]
-    return Plan(
-        query=query,
-        streams=streams,
-        tenant_streams=len(tenant_streams),
-        filter_streams=len(streams) < total_streams,
-        trace=None if trace is None else trace_key(trace),
-        fts_match=fts_match(required_words(query)),
-        contains=tuple(f.value for f in pushed if f.op == "|="),
-        excludes=tuple(f.value for f in pushed if f.op == "!="),
-        searches=tuple(f.value for f in pushed if f.op == "|~"),
-        refuses=tuple(f.value for f in pushed if f.op == "!~"),
-    )
 
 
 def by_stream(plan: Plan, *, scan: bool) -> bool:
@@ -160,174 +61,6 @@ def by_stream(plan: Plan, *, scan: bool) -> bool:
     if plan.fts_match is not None or len(plan.streams) > MERGE_MAX_STREAMS:
         return False
     return not scan or len(plan.streams) * NARROW_SHARE <= plan.tenant_streams
-
-
-def _where(plan: Plan, start_ns: int, end_ns: int, *, streams: bool) -> tuple[str, list[Any]]:
-    clauses = ["l.ts_ns >= ?", "l.ts_ns < ?"]
-    params: list[Any] = [start_ns, end_ns]
-    if streams and plan.filter_streams:
-        clauses.append("l.stream_id IN (SELECT value FROM json_each(?))")
-        params.append(json.dumps(sorted(plan.streams)))
-    for word in plan.contains:
-        clauses.append("instr(l.line, ?) > 0")
-        params.append(word)
-    for word in plan.excludes:
-        clauses.append("instr(l.line, ?) = 0")
-        params.append(word)
-    for pattern in plan.searches:
-        clauses.append("l.line REGEXP ?")
-        params.append(pattern)
-    for pattern in plan.refuses:
-        clauses.append("NOT (l.line REGEXP ?)")
-        params.append(pattern)
-    return " AND ".join(clauses), params
-
-
-def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Rows:
-    """Rows one at a time; the statement is finished when the generator is closed."""
-    cursor = conn.execute(sql, params)
-    try:
-        yield from cursor
-    finally:
-        cursor.close()
-
-
-def _trace_rows(
-    conn: sqlite3.Connection, plan: Plan, start_ns: int, end_ns: int, backward: bool
-) -> Rows:
-    where, params = _where(plan, start_ns, end_ns, streams=True)
-    sql = (
-        f"SELECT {_COLUMNS} FROM lines AS l INDEXED BY lines_by_trace "  # noqa: S608
-        f"WHERE l.trace_id = ? AND {where} ORDER BY l.ts_ns {'DESC' if backward else 'ASC'}"
-    )
-    return _rows(conn, sql, [plan.trace, *params])
-
-
-def _stream_rows(
-    conn: sqlite3.Connection, plan: Plan, stream_id: int, start_ns: int, end_ns: int, backward: bool
-) -> Rows:
-    where, params = _where(plan, start_ns, end_ns, streams=False)
-    sql = (
-        f"SELECT {_COLUMNS} FROM lines AS l INDEXED BY lines_by_stream "  # noqa: S608
-        f"WHERE l.stream_id = ? AND {where} ORDER BY l.ts_ns {'DESC' if backward else 'ASC'}"
-    )
-    return _rows(conn, sql, [stream_id, *params])
-
-
-def _range_rows(
-    conn: sqlite3.Connection,
-    plan: Plan,
-    ids: tuple[int, int, int],
-    start_ns: int,
-    end_ns: int,
-    backward: bool,
-) -> Rows:
-    """Lines with ids ``lo..hi`` (all in partition ``part`` when FTS is used), by id."""
-    lo, hi, part = ids
-    where, params = _where(plan, start_ns, end_ns, streams=True)
-    order = "DESC" if backward else "ASC"
-    if plan.fts_match is None:
-        sql = (
-            f"SELECT {_COLUMNS} FROM lines AS l NOT INDEXED "  # noqa: S608
-            f"WHERE l.id BETWEEN ? AND ? AND {where} ORDER BY l.id {order}"
-        )
-        return _rows(conn, sql, [lo, hi, *params])
-    fts = fts_table(part)
-    sql = (
-        f"SELECT {_COLUMNS} FROM {fts} CROSS JOIN lines AS l ON l.id = {fts}.rowid "  # noqa: S608
-        f"WHERE {fts} MATCH ? AND {fts}.rowid BETWEEN ? AND ? AND {where} "
-        f"ORDER BY {fts}.rowid {order}"
-    )
-    return _rows(conn, sql, [plan.fts_match, lo, hi, *params])
-
-
-@dataclass(frozen=True)
-class _Chunk:
-    chunk: int
-    min_ts_ns: int
-    max_ts_ns: int
-    ordered: bool
-
-
-def _chunks(conn: sqlite3.Connection, start_ns: int, end_ns: int) -> list[_Chunk]:
-    rows = conn.execute(
-        "SELECT chunk, min_ts_ns, max_ts_ns, ordered FROM chunks "
-        "WHERE max_ts_ns >= ? AND min_ts_ns < ?",
-        (start_ns, end_ns),
-    ).fetchall()
-    return [_Chunk(c, lo, hi, bool(o)) for c, lo, hi, o in rows]
-
-
-def _segments(chunks: Sequence[int], fts: bool) -> list[tuple[int, int, int]]:
-    """Id ranges ``(lo, hi, part)`` covering ascending chunk numbers: consecutive chunks
-    share a range, which FTS splits at partition boundaries."""
-    out: list[tuple[int, int, int]] = []
-    for chunk in chunks:
-        lo, hi = chunk_ids(chunk)
-        if out and out[-1][1] + 1 == lo and not (fts and out[-1][2] != part_of(chunk)):
-            out[-1] = (out[-1][0], hi, out[-1][2])
-        else:
-            out.append((lo, hi, part_of(chunk)))
-    return out
-
-
-def _chunked(
-    conn: sqlite3.Connection, plan: Plan, start_ns: int, end_ns: int, backward: bool
-) -> Bounded:
-    """``(bound, row)``: rows by id, chunk by chunk in order of their newest (oldest)
-    line, each with a bound on the timestamps of everything after it; ``row`` is None
-    before each run of consecutive chunks."""
-    chunks = _chunks(conn, start_ns, end_ns)
-    if backward:
-        chunks.sort(key=lambda c: (-c.max_ts_ns, -c.chunk))
-    else:
-        chunks.sort(key=lambda c: (c.min_ts_ns, c.chunk))
-    edges = [c.max_ts_ns if backward else c.min_ts_ns for c in chunks]
-    # runs: consecutive chunk numbers visited one after the other, read by one query
-    runs: list[list[int]] = []
-    for pos, chunk in enumerate(chunks):
-        step = -1 if backward else 1
-        if runs and chunks[runs[-1][-1]].chunk + step == chunk.chunk:
-            runs[-1].append(pos)
-        else:
-            runs.append([pos])
-    # a chunk's bound clipped to the range, then widened by the next chunk's
-    edges = [min(e, end_ns - 1) if backward else max(e, start_ns) for e in edges]
-    nexts = [*edges[1:], start_ns if backward else end_ns - 1]
-    position = {c.chunk: pos for pos, c in enumerate(chunks)}
-    for run in runs:
-        yield edges[run[0]], None
-        numbers = sorted(chunks[pos].chunk for pos in run)
-        segments = _segments(numbers, plan.fts_match is not None)
-        for ids in reversed(segments) if backward else segments:
-            rows = _range_rows(conn, plan, ids, start_ns, end_ns, backward)
-            try:
-                for row in rows:
-                    pos = position[chunk_of(row[0])]
-                    own = row[2] if chunks[pos].ordered else edges[pos]
-                    yield (max(own, nexts[pos]) if backward else min(own, nexts[pos])), row
-            finally:
-                rows.close()
-
-
-def _ordered(
-    conn: sqlite3.Connection, plan: Plan, start_ns: int, end_ns: int, backward: bool
-) -> Bounded:
-    if plan.trace is not None:
-        rows = _trace_rows(conn, plan, start_ns, end_ns, backward)
-        try:
-            for row in rows:
-                yield row[2], row
-        finally:
-            rows.close()
-        return
-    streams = [_stream_rows(conn, plan, sid, start_ns, end_ns, backward) for sid in plan.streams]
-    try:
-        for row in heapq.merge(*streams, key=lambda r: r[2], reverse=backward):
-            yield row[2], row
-    finally:
-        for rows in streams:
-            rows.close()
 
 
 class _Top:
@@ -374,7 +107,7 @@ def select(
     if not plan.streams or end_ns <= start_ns:
         return []
     ordered = plan.trace is not None or by_stream(plan, scan=plan.line_tests)
-    source = (_ordered if ordered else _chunked)(conn, plan, start_ns, end_ns, backward)
+    source = (ordered_rows if ordered else chunked_rows)(conn, plan, start_ns, end_ns, backward)
     top = _Top(plan, limit, backward)
     try:
         for bound_ns, row in source:
@@ -396,13 +129,13 @@ def candidates(
         return
     sources: list[Rows]
     if plan.trace is not None:
-        sources = [_trace_rows(conn, plan, start_ns, end_ns, False)]
+        sources = [trace_rows(conn, plan, start_ns, end_ns, False)]
     elif by_stream(plan, scan=True):
-        sources = [_stream_rows(conn, plan, s, start_ns, end_ns, False) for s in plan.streams]
+        sources = [stream_rows(conn, plan, s, start_ns, end_ns, False) for s in plan.streams]
     else:
-        numbers = sorted(c.chunk for c in _chunks(conn, start_ns, end_ns))
-        segments = _segments(numbers, plan.fts_match is not None)
-        sources = [_range_rows(conn, plan, ids, start_ns, end_ns, False) for ids in segments]
+        numbers = sorted(c.chunk for c in chunks_between(conn, start_ns, end_ns))
+        segments = segments_of(numbers, plan.fts_match is not None)
+        sources = [range_rows(conn, plan, ids, start_ns, end_ns, False) for ids in segments]
     streams = plan.streams
     for rows in sources:
         try:

@@ -20,12 +20,32 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TypeGuard
+from collections.abc import Callable, Mapping, Sequence
 
 import cramjam
 
+from bfm_observe.logstore.protowire import (
+    bytes_field,
+    fields,
+    is_bytes,
+    is_int,
+    signed,
+    varint,
+    varint_field,
+)
 from bfm_observe.logstore.records import LogRecord
+from bfm_observe.logstore.wire_errors import PushError
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "PushError",
+    "decode_loki_json",
+    "decode_loki_protobuf",
+    "decompress",
+    "encode_loki_protobuf",
+    "format_label_set",
+    "parse_label_set",
+]
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 """Largest decompressed push body accepted (a guard against compression bombs)."""
@@ -47,10 +67,6 @@ _ESCAPE = re.compile(
 )
 _SIMPLE_ESCAPES = dict(zip("abfnrtv\\'\"`", "\a\b\f\n\r\t\v\\'\"`", strict=True))
 _JSON_SHAPE = 'Loki expects {"streams": [{"stream": {...}, "values": [["<unix ns>", "line"]]}]}'
-
-
-class PushError(ValueError):
-    """A push body Loki (or an OTLP receiver) would reject with 400: says what and where."""
 
 
 def decompress(
@@ -252,7 +268,7 @@ def decode_loki_protobuf(
     structured metadata pairs (3). Unknown fields of any wire type are skipped; a known
     field with the wrong wire type is an error. Lines and metadata values that are not
     UTF-8 get U+FFFD; labels must be UTF-8."""
-    declared, _ = _varint(body, 0, "snappy header")
+    declared, _ = varint(body, 0, "snappy header")
     if declared > max_bytes:
         raise PushError(f"body decompresses to {declared} bytes, more than {max_bytes}")
     try:
@@ -260,17 +276,15 @@ def decode_loki_protobuf(
     except cramjam.DecompressionError as exc:
         raise PushError(f"body is not snappy (block format) data ({exc})") from None
     records: list[LogRecord] = []
-    streams = (
-        v for f, w, v in _fields(raw, "PushRequest") if f == 1 and _is_bytes(v, w, "streams")
-    )
+    streams = (v for f, w, v in fields(raw, "PushRequest") if f == 1 and is_bytes(v, w, "streams"))
     for si, stream in enumerate(streams):
         where = f"streams[{si}]"
         labels: dict[str, str] | None = None
         entries: list[bytes] = []
-        for field, wire, value in _fields(stream, where):
-            if field == 1 and _is_bytes(value, wire, f"{where}.labels"):
+        for field, wire, value in fields(stream, where):
+            if field == 1 and is_bytes(value, wire, f"{where}.labels"):
                 labels = parse_label_set(_utf8(value, f"{where}.labels"))
-            elif field == 2 and _is_bytes(value, wire, f"{where}.entries"):
+            elif field == 2 and is_bytes(value, wire, f"{where}.entries"):
                 entries.append(value)
         if labels is None:
             raise PushError(f'{where} has no labels; Loki expects a label set like {{app="x"}}')
@@ -281,38 +295,22 @@ def decode_loki_protobuf(
 
 def _proto_entry(entry: bytes, where: str, tenant: str, labels: dict[str, str]) -> LogRecord:
     ts_ns, line, meta = 0, "", {}
-    for field, wire, value in _fields(entry, where):
-        if field == 1 and _is_bytes(value, wire, f"{where}.timestamp"):
+    for field, wire, value in fields(entry, where):
+        if field == 1 and is_bytes(value, wire, f"{where}.timestamp"):
             seconds = nanos = 0
-            for tf, tw, tv in _fields(value, f"{where}.timestamp"):
-                if tf in (1, 2) and _is_int(tv, tw, f"{where}.timestamp"):
-                    seconds, nanos = (_signed(tv), nanos) if tf == 1 else (seconds, _signed(tv))
+            for tf, tw, tv in fields(value, f"{where}.timestamp"):
+                if tf in (1, 2) and is_int(tv, tw, f"{where}.timestamp"):
+                    seconds, nanos = (signed(tv), nanos) if tf == 1 else (seconds, signed(tv))
             ts_ns = _check_ts(seconds * 1_000_000_000 + nanos, where)
-        elif field == 2 and _is_bytes(value, wire, f"{where}.line"):
+        elif field == 2 and is_bytes(value, wire, f"{where}.line"):
             line = value.decode("utf-8", "replace")
-        elif field == 3 and _is_bytes(value, wire, f"{where}.structuredMetadata"):
+        elif field == 3 and is_bytes(value, wire, f"{where}.structuredMetadata"):
             pair = {1: "", 2: ""}
-            for pf, pw, pv in _fields(value, f"{where}.structuredMetadata"):
-                if pf in pair and _is_bytes(pv, pw, f"{where}.structuredMetadata"):
+            for pf, pw, pv in fields(value, f"{where}.structuredMetadata"):
+                if pf in pair and is_bytes(pv, pw, f"{where}.structuredMetadata"):
                     pair[pf] = pv.decode("utf-8", "replace")
             meta[pair[1]] = pair[2]
     return LogRecord(tenant, labels, ts_ns, line, meta)
-
-
-def _is_bytes(value: int | bytes, wire: int, where: str) -> TypeGuard[bytes]:
-    if wire != 2 or not isinstance(value, bytes):
-        raise PushError(f"{where}: wrong protobuf wire type {wire} (expected 2, length-delimited)")
-    return True
-
-
-def _is_int(value: int | bytes, wire: int, where: str) -> TypeGuard[int]:
-    if wire != 0 or not isinstance(value, int):
-        raise PushError(f"{where}: wrong protobuf wire type {wire} (expected 0, varint)")
-    return True
-
-
-def _signed(value: int) -> int:
-    return value - 2**64 if value >= 2**63 else value
 
 
 def _utf8(value: bytes, where: str) -> str:
@@ -320,55 +318,6 @@ def _utf8(value: bytes, where: str) -> str:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         raise PushError(f"{where} is not valid UTF-8") from None
-
-
-def _varint(buf: bytes, pos: int, where: str) -> tuple[int, int]:
-    result = shift = 0
-    while pos < len(buf) and shift < 64:
-        byte = buf[pos]
-        result |= (byte & 0x7F) << shift
-        pos += 1
-        if byte < 0x80:
-            if result >= 2**64:
-                break
-            return result, pos
-        shift += 7
-    raise PushError(f"{where}: truncated or overlong protobuf varint at byte {pos}")
-
-
-def _fields(buf: bytes, where: str) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) of one message; skips groups (wire types 3/4)."""
-    pos, end, groups = 0, len(buf), []
-    while pos < end:
-        key = buf[pos]  # one-byte varints inline: the common case, and twice as fast
-        key, pos = (key, pos + 1) if key < 0x80 else _varint(buf, pos, where)
-        field, wire = key >> 3, key & 7
-        value: int | bytes
-        if field == 0 or wire in (6, 7):
-            raise PushError(f"{where}: invalid protobuf field key {key} at byte {pos}")
-        if wire == 0:
-            value, pos = _varint(buf, pos, where)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, pos = int.from_bytes(buf[pos : pos + size], "little"), pos + size
-        elif wire == 2:
-            size = buf[pos] if pos < end else 0x80
-            size, pos = (size, pos + 1) if size < 0x80 else _varint(buf, pos, where)
-            value, pos = buf[pos : pos + size], pos + size
-        elif wire == 3:
-            groups.append(field)
-            continue
-        elif groups and groups[-1] == field:  # wire 4 closes the innermost open group
-            groups.pop()
-            continue
-        else:
-            raise PushError(f"{where}: unbalanced protobuf end-group for field {field}")
-        if pos > end:
-            raise PushError(f"{where}: protobuf field {field} runs past the end of its message")
-        if not groups:
-            yield field, wire, value
-    if groups:
-        raise PushError(f"{where}: protobuf group for field {groups[-1]} is never closed")
 
 
 def encode_loki_protobuf(records: Sequence[LogRecord]) -> bytes:
@@ -382,37 +331,14 @@ def encode_loki_protobuf(records: Sequence[LogRecord]) -> bytes:
             key, format_label_set(record.labels)
         )
         seconds, nanos = divmod(record.ts_ns, 1_000_000_000)
-        entry = _message(1, _varint_field(1, seconds) + _varint_field(2, nanos))
-        entry += _message(2, record.line.encode("utf-8"))
+        entry = bytes_field(1, varint_field(1, seconds) + varint_field(2, nanos))
+        entry += bytes_field(2, record.line.encode("utf-8"))
         for name, value in record.metadata.items():
-            pair = _message(1, name.encode("utf-8")) + _message(2, value.encode("utf-8"))
-            entry += _message(3, pair)
-        streams.setdefault(labels, []).append(_message(2, entry))
+            pair = bytes_field(1, name.encode("utf-8")) + bytes_field(2, value.encode("utf-8"))
+            entry += bytes_field(3, pair)
+        streams.setdefault(labels, []).append(bytes_field(2, entry))
     request = b"".join(
-        _message(1, _message(1, labels.encode("utf-8")) + b"".join(entries))
+        bytes_field(1, bytes_field(1, labels.encode("utf-8")) + b"".join(entries))
         for labels, entries in streams.items()
     )
     return bytes(cramjam.snappy.compress_raw(request))
-
-
-def _varint_bytes(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _ONE_BYTE[value]
-    value &= 2**64 - 1  # negative int64 values take ten bytes, two's complement
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
-
-
-def _varint_field(field: int, value: int) -> bytes:
-    return _varint_bytes(field << 3) + _varint_bytes(value) if value else b""
-
-
-def _message(field: int, payload: bytes) -> bytes:
-    return _varint_bytes(field << 3 | 2) + _varint_bytes(len(payload)) + payload

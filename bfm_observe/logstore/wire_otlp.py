@@ -1,4 +1,4 @@
-"""OTLP/HTTP logs and traces (protobuf or JSON) and Tempo's trace JSON, as records.
+"""OTLP/HTTP logs and traces (protobuf or JSON), as records.
 
 Logs are mapped the way Loki's ``/otlp/v1/logs`` maps them by default
 (https://grafana.com/docs/loki/latest/send-data/otel/#format-considerations, and
@@ -21,10 +21,9 @@ grafana/loki ``pkg/loghttp/push/otlp.go``, ``otlp_config.go``):
   numbers as Go prints them, bytes in base64, arrays and maps as Go's compact JSON);
 * time: ``time_unix_nano``, else ``observed_time_unix_nano``, else ``received_ns``.
 
-The OTLP/JSON encoding (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding)
-has trace and span ids in hex, enums as integers and 64-bit integers as strings; both
-camelCase and snake_case field names are read and unknown fields ignored. Tempo's JSON may
-also carry ids in base64 (it marshals ids as plain protobuf bytes).
+Bodies are parsed by :mod:`~bfm_observe.logstore.otlp_body` (OTLP/JSON: ids in hex, both
+camelCase and snake_case field names, unknown fields ignored). Tempo's trace JSON is in
+:mod:`~bfm_observe.logstore.wire_tempo`.
 
 Malformed bodies raise ``PushError``; nothing else escapes. Pure: no I/O, no clock.
 """
@@ -32,22 +31,20 @@ Malformed bodies raise ``PushError``; nothing else escapes. Pure: no I/O, no clo
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from google.protobuf import json_format  # type: ignore[import-untyped]
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from bfm_observe.logstore.otlp_body import parse_body
 from bfm_observe.logstore.records import AttributeValue, LogRecord, SpanEvent, SpanLink, SpanRecord
-from bfm_observe.logstore.wire_loki import PushError
+from bfm_observe.logstore.wire_errors import PushError
 
 INDEX_LABEL_ATTRIBUTES = frozenset(
     (  # noqa: SIM905
@@ -71,8 +68,6 @@ DISCOVER_SERVICE_NAME = frozenset(
 SPAN_KINDS = ("unspecified", "internal", "server", "client", "producer", "consumer")
 STATUS_CODES = ("unset", "ok", "error")
 
-_M = TypeVar("_M", ExportLogsServiceRequest, ExportTraceServiceRequest)
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _NOT_LABEL_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 _INT64_MAX = 2**63 - 1
 
@@ -82,7 +77,7 @@ def decode_otlp_logs(
 ) -> list[LogRecord]:
     """Decode an ``ExportLogsServiceRequest`` (already decompressed) into Loki's model, as
     the module docstring says. ``received_ns`` is the time of a record with no timestamp."""
-    request = _parse(body, content_type, ExportLogsServiceRequest)
+    request = parse_body(body, content_type, ExportLogsServiceRequest)
     records: list[LogRecord] = []
     for ri, resource_logs in enumerate(request.resource_logs):
         labels, resource_meta = _resource_labels(resource_logs.resource.attributes)
@@ -212,11 +207,12 @@ def decode_otlp_traces(body: bytes, content_type: str, tenant: str) -> list[Span
     """Decode an ``ExportTraceServiceRequest`` (already decompressed): ids in lowercase hex,
     kinds and status codes as the words of ``SPAN_KINDS``/``STATUS_CODES``, attributes
     flattened by ``attribute_value``, ``service`` from the resource's ``service.name``."""
-    request = _parse(body, content_type, ExportTraceServiceRequest)
-    return _spans(request, tenant)
+    request = parse_body(body, content_type, ExportTraceServiceRequest)
+    return spans_of(request, tenant)
 
 
-def _spans(request: ExportTraceServiceRequest, tenant: str) -> list[SpanRecord]:
+def spans_of(request: ExportTraceServiceRequest, tenant: str) -> list[SpanRecord]:
+    """The spans of a parsed request, as ``decode_otlp_traces`` says (Tempo's JSON too)."""
     spans: list[SpanRecord] = []
     for ri, resource_spans in enumerate(request.resource_spans):
         resource = _attributes(resource_spans.resource.attributes)
@@ -274,187 +270,6 @@ def attribute_value(value: AnyValue) -> AttributeValue:
 
 def _attributes(attributes: Iterable[KeyValue]) -> dict[str, AttributeValue]:
     return {kv.key: attribute_value(kv.value) for kv in attributes}
-
-
-def spans_to_tempo_json(
-    spans: Sequence[SpanRecord], *, id_encoding: Literal["hex", "base64"] = "hex"
-) -> dict[str, Any]:
-    """The body of Tempo's ``GET /api/traces/<traceID>``: ``{"batches": [ResourceSpans]}``
-    in OTLP/JSON (https://grafana.com/docs/tempo/latest/api_docs/#query), one batch per
-    (tenant, resource) in order of first appearance, each with one unnamed scope, spans in
-    input order. Ids are hex as OTLP/JSON says (``id_encoding="base64"`` writes them as Tempo
-    itself does); enums are integers, 64-bit integers strings. A span's ``service`` is
-    written as the resource's ``service.name`` when the resource has none. Tempo's v2 API
-    wraps the same list as ``{"trace": {"resourceSpans": [...]}}``."""
-    ident: Callable[[str], str] = (
-        (lambda h: base64.b64encode(bytes.fromhex(h)).decode("ascii"))
-        if id_encoding == "base64"
-        else (lambda h: h)
-    )
-    batches: dict[tuple[Any, ...], tuple[dict[str, AttributeValue], list[dict[str, Any]]]] = {}
-    for span in spans:
-        resource = dict(span.resource)
-        if span.service and "service.name" not in resource:
-            resource["service.name"] = span.service
-        key = (span.tenant, *sorted((k, type(v).__name__, v) for k, v in resource.items()))
-        batch = batches.setdefault(key, (resource, []))[1]
-        doc: dict[str, Any] = {
-            "traceId": ident(span.trace_id),
-            "spanId": ident(span.span_id),
-            "name": span.name,
-            "kind": SPAN_KINDS.index(span.kind) if span.kind in SPAN_KINDS else 0,
-            "startTimeUnixNano": str(span.start_ns),
-            "endTimeUnixNano": str(span.end_ns),
-            "attributes": _key_values(span.attributes),
-            "events": [
-                {
-                    "timeUnixNano": str(e.ts_ns),
-                    "name": e.name,
-                    "attributes": _key_values(e.attributes),
-                }
-                for e in span.events
-            ],
-            "links": [
-                {
-                    "traceId": ident(k.trace_id),
-                    "spanId": ident(k.span_id),
-                    "attributes": _key_values(k.attributes),
-                }
-                for k in span.links
-            ],
-            "status": {
-                "code": STATUS_CODES.index(span.status) if span.status in STATUS_CODES else 0
-            },
-        }
-        if span.parent_span_id:
-            doc["parentSpanId"] = ident(span.parent_span_id)
-        if span.status_message:
-            doc["status"]["message"] = span.status_message
-        batch.append(doc)
-    return {
-        "batches": [
-            {
-                "resource": {"attributes": _key_values(resource)},
-                "scopeSpans": [{"scope": {}, "spans": docs}],
-            }
-            for resource, docs in batches.values()
-        ]
-    }
-
-
-def _key_values(attributes: Mapping[str, AttributeValue]) -> list[dict[str, Any]]:
-    return [{"key": key, "value": _any_value(value)} for key, value in attributes.items()]
-
-
-def _any_value(value: AttributeValue) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"boolValue": value}
-    if isinstance(value, int):
-        return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {
-            "doubleValue": value
-            if math.isfinite(value)
-            else str(value).replace("inf", "Infinity").replace("nan", "NaN")
-        }
-    return {"stringValue": value}
-
-
-def decode_tempo_json(doc: Mapping[str, Any], tenant: str) -> list[SpanRecord]:
-    """Spans of a Tempo trace-by-id body: v1 ``{"batches": [...]}``, v2
-    ``{"trace": {"resourceSpans": [...]}}`` or a plain OTLP ``{"resourceSpans": [...]}``;
-    ids in hex or base64; the inverse of ``spans_to_tempo_json`` for spans of ``tenant``."""
-    if not isinstance(doc, Mapping):
-        raise PushError('a Tempo trace must be a JSON object with "batches" or "trace"')
-    trace = doc.get("trace", doc)
-    if not isinstance(trace, Mapping):
-        raise PushError('"trace" must be an object with "resourceSpans"')
-    batches: Any = next(
-        (trace[k] for k in ("batches", "resourceSpans", "resource_spans") if k in trace), []
-    )
-    request = _from_dict(
-        {"resourceSpans": [] if batches is None else batches},
-        ExportTraceServiceRequest,
-        allow_base64=True,
-    )
-    return _spans(request, tenant)
-
-
-def _parse(body: bytes, content_type: str, cls: type[_M], allow_base64: bool = False) -> _M:
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == "application/x-protobuf":
-        message = cls()
-        try:
-            message.ParseFromString(body)
-        except (DecodeError, RecursionError, ValueError) as exc:
-            raise PushError(f"body is not a valid protobuf {cls.__name__} ({exc})") from None
-        return message
-    if media == "application/json":
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise PushError(f"body is not valid JSON ({exc})") from None
-        return _from_dict(doc, cls, allow_base64)
-    raise PushError(
-        f"content type {content_type!r} is not supported; OTLP/HTTP accepts "
-        "application/x-protobuf or application/json"
-    )
-
-
-def _from_dict(doc: Any, cls: type[_M], allow_base64: bool) -> _M:
-    if not isinstance(doc, dict):
-        raise PushError(f"an OTLP/JSON {cls.__name__} must be a JSON object")
-    try:
-        message, fixed = cls(), _base64_ids(doc, allow_base64)
-    except RecursionError:
-        raise PushError(f"OTLP/JSON {cls.__name__} is nested too deeply") from None
-    try:
-        json_format.ParseDict(fixed, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise PushError(f"body is not a valid OTLP/JSON {cls.__name__} ({exc})") from None
-    return message
-
-
-_ID_KEYS = frozenset(("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"))
-_OLD_NAMES = {
-    "instrumentationLibrarySpans": "scopeSpans",
-    "instrumentation_library_spans": "scopeSpans",
-    "instrumentationLibraryLogs": "scopeLogs",
-    "instrumentation_library_logs": "scopeLogs",
-}
-
-
-def _base64_ids(node: Any, allow_base64: bool, where: str = "") -> Any:
-    """A copy of an OTLP/JSON document with its trace and span ids in base64, which is how
-    ``json_format`` reads bytes (OTLP/JSON has them in hex), and the pre-1.0 name of the
-    scope level (``instrumentationLibrarySpans``, in older Tempo answers) renamed. Those
-    keys name ids wherever they occur: attribute names are values of "key", never keys."""
-    if isinstance(node, list):
-        return [_base64_ids(item, allow_base64, f"{where}[{i}]") for i, item in enumerate(node)]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        at = f"{where}.{key}" if where else str(key)
-        if key in _ID_KEYS:
-            out[key] = _base64_id(value, at, allow_base64)
-        else:
-            out[_OLD_NAMES.get(key, key)] = _base64_ids(value, allow_base64, at)
-    return out
-
-
-def _base64_id(value: Any, where: str, allow_base64: bool) -> Any:
-    if not isinstance(value, str):
-        return value  # json_format names the wrong type
-    if _HEX.fullmatch(value):
-        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
-    if allow_base64:
-        try:
-            base64.b64decode(value, validate=True)
-            return value
-        except binascii.Error:
-            raise PushError(f"{where} is neither hex nor base64: {value!r}") from None
-    raise PushError(f"{where} must be hex (OTLP/JSON ids are hex, not base64), got {value!r}")
 
 
 def _hex_id(raw: bytes, size: int, where: str, *, required: bool = True) -> str:

@@ -55,10 +55,9 @@ from bfm_observe.logstore.wire_otlp import (
     any_value_to_string,
     decode_otlp_logs,
     decode_otlp_traces,
-    decode_tempo_json,
     normalize_label,
-    spans_to_tempo_json,
 )
+from bfm_observe.logstore.wire_tempo import decode_tempo_json, spans_to_tempo_json
 from bfm_observe.loki import BfmLokiEmitter, Entry
 
 PB = "application/x-protobuf"
