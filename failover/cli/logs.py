@@ -55,18 +55,19 @@ TenantOption = Annotated[
 ]
 
 
+def _since_option(shown: str) -> Any:
+    return typer.Option(
+        "--since",
+        parser=duration_option,
+        metavar="DURATION",
+        show_default=shown,
+        help="How far back.",
+    )
+
+
 def logs(
     query: Annotated[str, typer.Argument(help='LogQL, e.g. \'{site="a"} |= "failover"\'.')],
-    since_s: Annotated[
-        float,
-        typer.Option(
-            "--since",
-            parser=duration_option,
-            metavar="DURATION",
-            show_default="1h",
-            help="How far back.",
-        ),
-    ] = 3600.0,
+    since_s: Annotated[float, _since_option("1h")] = 3600.0,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many lines.")] = 100,
     forward: Annotated[bool, typer.Option("--forward", help="Oldest first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -105,16 +106,7 @@ def logs(
 
 def trace(
     trace_id: Annotated[str, typer.Argument(help="32 hex digits, as in a log line's trace_id.")],
-    since_s: Annotated[
-        float,
-        typer.Option(
-            "--since",
-            parser=duration_option,
-            metavar="DURATION",
-            show_default="1d",
-            help="How far back.",
-        ),
-    ] = 86400.0,
+    since_s: Annotated[float, _since_option("1d")] = 86400.0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
     url: UrlOption = DEFAULT_URL,
     traces_url: Annotated[

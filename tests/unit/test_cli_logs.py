@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from support.logstore_data import span_record
 from support.loki_api_double import LokiApiDouble, matrix_data
 
 from bfm_observe.logstore.records import LogRecord, SpanEvent, SpanLink, SpanRecord
@@ -53,20 +55,17 @@ def _span(
     name: str,
     service: str,
     site: str,
-    **more: object,
+    **more: Any,
 ) -> SpanRecord:
-    return SpanRecord(
-        tenant="fake",
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id="",
-        name=name,
-        kind="internal",
+    return span_record(
+        trace_id,
+        span_id,
         start_ns=T0_NS + start_ms * MS,
         end_ns=T0_NS + end_ms * MS,
+        name=name,
         service=service,
-        resource={"bfm.site": site},
-        **more,  # type: ignore[arg-type]
+        site=site,
+        **more,
     )
 
 

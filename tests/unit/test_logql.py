@@ -19,12 +19,11 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.logstore_data import log_query, metric_query
 
 from bfm_observe.logstore.logql import (
     Entry,
     LogQLError,
-    LogQuery,
-    MetricQuery,
     parse,
     parse_duration,
     required_words,
@@ -47,18 +46,6 @@ LOGS = [
 ]
 
 ALL = '{site=~".+"}'
-
-
-def log_query(text: str) -> LogQuery:
-    query = parse(text)
-    assert isinstance(query, LogQuery)
-    return query
-
-
-def metric_query(text: str) -> MetricQuery:
-    query = parse(text)
-    assert isinstance(query, MetricQuery)
-    return query
 
 
 def seconds(

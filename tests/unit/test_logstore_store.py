@@ -22,9 +22,10 @@ from typing import Any, Literal
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.logstore_data import log_query, metric_query
 
 from bfm_observe.logstore import logql_eval, store_query, store_schema
-from bfm_observe.logstore.logql import Entry, LogQuery, MetricQuery, parse
+from bfm_observe.logstore.logql import Entry, LogQuery, parse
 from bfm_observe.logstore.logql_eval import eval_log, eval_metric
 from bfm_observe.logstore.records import LogRecord, SpanEvent, SpanLink, SpanRecord
 from bfm_observe.logstore.store import LogStore, LogStoreError, StoreFull
@@ -56,18 +57,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now_s
-
-
-def log_query(text: str) -> LogQuery:
-    query = parse(text)
-    assert isinstance(query, LogQuery)
-    return query
-
-
-def metric_query(text: str) -> MetricQuery:
-    query = parse(text)
-    assert isinstance(query, MetricQuery)
-    return query
 
 
 def entry(record: LogRecord) -> Entry:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from support.logstore_data import span_record
+
 from bfm_observe.logstore.loki_answers import LogLine
 from bfm_observe.logstore.records import SpanEvent, SpanLink, SpanRecord
 from bfm_observe.logstore.timeline import (
@@ -36,17 +38,14 @@ def _span(
     status: str = "unset",
     status_message: str = "",
 ) -> SpanRecord:
-    return SpanRecord(
-        tenant="fake",
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id="",
-        name=name,
-        kind="internal",
+    return span_record(
+        trace_id,
+        span_id,
         start_ns=start_ms * MS,
         end_ns=end_ms * MS,
+        name=name,
         service=service,
-        resource={"bfm.site": site, "service.name": service},
+        site=site,
         status=status,
         status_message=status_message,
         events=events,
