@@ -201,3 +201,26 @@ def test_token_and_tenants_as_loki(tmp_path: Path) -> None:
     finally:
         server.stop()
         store.close()
+
+
+def test_the_server_enforces_retention_by_itself(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "logs.db", retention_s=3600)
+    server = LogStoreServer(store, port=0, retention_interval_s=0.1)
+    now_ns = _now_ns()
+    store.push(
+        [
+            LogRecord("fake", {"site": "a"}, now_ns - 2 * HOUR_NS, "too old"),
+            LogRecord("fake", {"site": "a"}, now_ns, "recent"),
+        ]
+    )
+    server.start()
+    try:
+        client = LokiClient(server.url)
+        deadline_s = time.monotonic() + 20
+        while store.stats().lines > 1 and time.monotonic() < deadline_s:
+            time.sleep(0.05)
+        found = client.query_range('{site="a"}', start_ns=now_ns - 3 * HOUR_NS, end_ns=now_ns + 1)
+        assert [line.line for line in found.lines] == ["recent"]
+    finally:
+        server.stop()
+        store.close()
