@@ -24,6 +24,7 @@ store's files. Not part of CI: it measures, tests assert.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import random
@@ -36,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from bfm_observe.logstore.wire_loki import encode_loki_protobuf
 
 from bfm_observe.logstore.records import DEFAULT_TENANT, LogRecord
+from bfm_observe.logstore.wire_loki import encode_loki_protobuf
 
 COMPONENTS = ("backbone", "eap", "eep", "aam", "msm", "gsm", "bfm-site", "producer")
 SITES = ("a", "b", "w")
@@ -176,12 +177,36 @@ def _summary(times_s: list[float], found: list[int]) -> dict[str, Any]:
 
 
 def _grep_s(needle: str, jsonl: Path) -> float:
+    """``grep -F needle`` over the JSONL, its output read (to /dev/null GNU grep stops at
+    the first match, which no search for "the newest 100" can do)."""
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        subprocess.run(["grep", "-F", needle, str(jsonl)], stdout=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            ["grep", "-F", needle, str(jsonl)],
+            stdout=subprocess.PIPE,
+            check=False,
+        )
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def sampled(jsonl: Path, count: int, seed: int) -> tuple[float, list[str]]:
+    """For ``--reuse``: the time of the newest line and trace ids read at random offsets."""
+    size_bytes = jsonl.stat().st_size
+    rng = random.Random(seed)
+    traces: list[str] = []
+    with jsonl.open("rb") as lines:
+        lines.seek(max(0, size_bytes - 4096))
+        newest = json.loads(lines.read().splitlines()[-1])
+        while len(traces) < count:
+            lines.seek(rng.randrange(size_bytes))
+            lines.readline()  # the rest of a line cut by the seek
+            text = lines.readline()
+            if text:
+                traces.append(json.loads(text)["trace_id"])
+    newest_s = calendar.timegm(time.strptime(newest["ts"], "%Y-%m-%dT%H:%M:%S"))
+    return newest_s + 1.0, traces
 
 
 def search(url: str, traces: list[str], repeat: int, now_s: float, jsonl: Path) -> dict[str, Any]:
@@ -234,6 +259,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: temp)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="search the store and JSONL already in --dir (from a run with the same --lines)",
+    )
     args = parser.parse_args()
     if args.lines < 1000:
         parser.error("--lines must be at least 1000")
@@ -241,11 +271,19 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data, jsonl = work / "logs.db", work / "lines.jsonl"
     now_s = time.time()
+    if args.reuse and not (data.exists() and jsonl.exists()):
+        parser.error(f"--reuse: no logs.db and lines.jsonl in {work}")
+    (work / "url").unlink(missing_ok=True)
     proc, url = _serve(data, work / "url")
     try:
-        ingested = ingest(url, args.lines, args.batch, jsonl, args.seed, now_s)
-        traces = ingested.pop("traces")
-        report: dict[str, Any] = {"ingest": ingested}
+        report: dict[str, Any] = {}
+        if args.reuse:
+            now_s, traces = sampled(jsonl, 1000, args.seed)
+            report["ingest"] = {"lines": args.lines, "reused": str(work)}
+        else:
+            ingested = ingest(url, args.lines, args.batch, jsonl, args.seed, now_s)
+            traces = ingested.pop("traces")
+            report["ingest"] = ingested
         report["queries"] = search(url, traces, args.repeat, now_s, jsonl)
     finally:
         proc.terminate()
