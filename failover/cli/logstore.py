@@ -88,9 +88,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the embedded log and trace store until interrupted."""
-    from bfm_observe.logstore.store import LogStore, LogStoreError
-
     from bfm_observe.logstore.server import LogStoreServer
+    from bfm_observe.logstore.store import LogStore, LogStoreError
     from failover.adapters.files import write_text_atomically
 
     host, port = parse_listen(listen)
