@@ -12,7 +12,9 @@ Shapes and defaults follow Loki's HTTP API documentation
 - log queries answer ``streams`` (labels then ``[["<ns>", "line"], ...]``, the stream
   labels including structured metadata and parsed labels, as Loki's default encoding
   does); metric queries answer ``matrix`` (range) or ``vector`` (instant), values as
-  ``[<unix s>, "<value>"]``;
+  ``[<unix s>, "<value>"]``, counted in SQL when they allow it
+  (:meth:`~bfm_observe.logstore.store.LogStore.count_metric`), else evaluated over the
+  lines;
 - an instant query of logs is refused, as Loki 3 does;
 - every error is :class:`ApiError` with the HTTP status and Loki's plain-text message.
 """
@@ -32,7 +34,7 @@ from bfm_observe.logstore.logql import (
     parse,
     parse_duration,
 )
-from bfm_observe.logstore.logql_eval import LabelSet, eval_instant, eval_metric
+from bfm_observe.logstore.logql_eval import LabelSet, eval_metric
 from bfm_observe.logstore.store import LogStore
 
 MAX_LIMIT = 5000
@@ -174,6 +176,21 @@ def _metric_window_ns(query: MetricQuery) -> int:
     return int(expr.range_ns)
 
 
+def _matrix(
+    store: LogStore, tenant: str, query: MetricQuery, start_ns: int, end_ns: int, step_ns: int
+) -> dict[LabelSet, list[tuple[int, float]]]:
+    """``eval_metric`` over the store: counted in SQL when the query allows it."""
+    matrix = store.count_metric(tenant, query, start_ns=start_ns, end_ns=end_ns, step_ns=step_ns)
+    if matrix is not None:
+        return matrix
+    window_ns = _metric_window_ns(query)
+    entries = store.entries(tenant, query, start_ns=start_ns - window_ns, end_ns=end_ns + 1)
+    try:
+        return eval_metric(query, entries, start_ns=start_ns, end_ns=end_ns, step_ns=step_ns)
+    except LogQLError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
 def query_range(store: LogStore, tenant: str, params: Params, now_ns: int) -> dict[str, Any]:
     started_s = time.perf_counter()
     query = _query(params)
@@ -193,12 +210,7 @@ def query_range(store: LogStore, tenant: str, params: Params, now_ns: int) -> di
         )
         return _success("streams", _streams(found), started_s)
     step_ns = _step_ns(params, start_ns, end_ns)
-    window_ns = _metric_window_ns(query)
-    entries = store.entries(tenant, query, start_ns=start_ns - window_ns, end_ns=end_ns + 1)
-    try:
-        matrix = eval_metric(query, entries, start_ns=start_ns, end_ns=end_ns, step_ns=step_ns)
-    except LogQLError as exc:
-        raise ApiError(400, str(exc)) from None
+    matrix = _matrix(store, tenant, query, start_ns, end_ns, step_ns)
     result = [
         {"metric": dict(labels), "values": [[t / 1e9, _number(v)] for t, v in points]}
         for labels, points in matrix.items()
@@ -218,13 +230,11 @@ def query_instant(store: LogStore, tenant: str, params: Params, now_ns: int) -> 
             "log queries are not supported as an instant query type, please change your "
             "query to a range query type",
         )
-    window_ns = _metric_window_ns(query)
-    entries = store.entries(tenant, query, start_ns=at_ns - window_ns, end_ns=at_ns + 1)
-    try:
-        vector = eval_instant(query, entries, at_ns)
-    except LogQLError as exc:
-        raise ApiError(400, str(exc)) from None
-    result = [{"metric": dict(k), "value": [at_ns / 1e9, _number(v)]} for k, v in vector.items()]
+    matrix = _matrix(store, tenant, query, at_ns, at_ns, 1)
+    result = [
+        {"metric": dict(k), "value": [at_ns / 1e9, _number(points[0][1])]}
+        for k, points in matrix.items()
+    ]
     return _success("vector", result, started_s)
 
 

@@ -3,7 +3,9 @@
 :meth:`LogStore.select` answers exactly what :func:`~bfm_observe.logstore.logql_eval.eval_log`
 answers over all of a tenant's lines in ``[start_ns, end_ns)`` taken in ingest order (ties
 in time, label set and text keep that order); :meth:`LogStore.entries` hands metric
-queries a superset of their matching lines for ``eval_metric``. How lines are found is in
+queries a superset of their matching lines for ``eval_metric``, and
+:meth:`LogStore.count_metric` answers those without a pipeline by counting in SQL
+(:mod:`~bfm_observe.logstore.store_counts`). How lines are found is in
 :mod:`~bfm_observe.logstore.store_query`, the file's layout and the choice of tokenizer in
 :mod:`~bfm_observe.logstore.store_schema`, how lines and spans are written in
 :mod:`~bfm_observe.logstore.store_lines` and :mod:`~bfm_observe.logstore.store_spans`,
@@ -35,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from bfm_observe.logstore import retention, store_query, store_spans
+from bfm_observe.logstore import retention, store_counts, store_query, store_spans
 from bfm_observe.logstore.logql import LogQuery, MetricQuery, log_query_of, select_streams
 from bfm_observe.logstore.logql_ast import Entry
 from bfm_observe.logstore.logql_eval import LabelSet
@@ -169,8 +171,9 @@ class LogStore:
             first_id = self._next_line_id
             insert_lines(conn, self._catalogue, first_id, prepared)
             self._next_line_id = first_id + len(prepared)
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'next_line_id'", (self._next_line_id,)
+            conn.execute(  # keys_next_line_id: the metadata names are in stream_keys
+                "UPDATE meta SET value = ? WHERE key IN ('next_line_id', 'keys_next_line_id')",
+                (self._next_line_id,),
             )
         return len(prepared)
 
@@ -245,6 +248,30 @@ class LogStore:
         with self._read("reading log lines") as conn:
             plan = self._plan(tenant, query)
             yield from store_query.candidates(conn, plan, start_ns=start_ns, end_ns=end_ns)
+
+    def count_metric(
+        self, tenant: str, query: MetricQuery, *, start_ns: int, end_ns: int, step_ns: int
+    ) -> store_counts.Matrix | None:
+        """``eval_metric(query, <the tenant's lines from start_ns - range to end_ns>,
+        start_ns=..., end_ns=..., step_ns=...)`` counted in SQL (a ``rate`` under ``sum``
+        up to float rounding), or None when the query has pipeline stages or the lines'
+        structured metadata could change its series (then use :meth:`entries` and
+        ``eval_metric``): see :mod:`~bfm_observe.logstore.store_counts`."""
+        counted = store_counts.count_query(query)
+        if counted is None:
+            return None
+        check_ts_ns(start_ns - counted.range_agg.range_ns, "start_ns - range")
+        check_ts_ns(end_ns + 1, "end_ns + 1")
+        selector = counted.range_agg.query
+        with self._read("counting log lines") as conn:
+            streams = [
+                (stream_id, labels, self._catalogue.keys_of(stream_id))
+                for stream_id, labels in self._catalogue.of_tenant(tenant)
+                if select_streams(selector, labels)
+            ]
+            return store_counts.count_matrix(
+                conn, counted, streams, start_ns=start_ns, end_ns=end_ns, step_ns=step_ns
+            )
 
     def labels(self, tenant: str, *, start_ns: int, end_ns: int) -> list[str]:
         """Label names of the tenant's streams with a line in ``[start_ns, end_ns)``,

@@ -28,8 +28,9 @@ _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-PreparedLine = tuple[str, str, int, str, "str | None", "bytes | str | None"]
-"""``(tenant, canonical labels, ts_ns, line, metadata JSON, trace_id column)``."""
+PreparedLine = tuple[str, str, int, str, "str | None", "bytes | str | None", tuple[str, ...]]
+"""``(tenant, canonical labels, ts_ns, line, metadata JSON, trace_id column, metadata
+names)``."""
 
 
 def encodable(text: str) -> bool:
@@ -98,7 +99,7 @@ def decode_metadata(text: str | None, trace: bytes | str | None) -> dict[str, st
 
 
 def prepare_lines(records: Sequence[LogRecord]) -> list[PreparedLine]:
-    """Validated rows ``(tenant, canonical labels, ts_ns, line, metadata, trace)``."""
+    """Validated rows ``(tenant, canonical labels, ts_ns, line, metadata, trace, names)``."""
     out: list[PreparedLine] = []
     canonical_of: dict[tuple[str, tuple[Any, ...]], str] = {}  # validated label sets
     for record in records:
@@ -127,7 +128,8 @@ def prepare_lines(records: Sequence[LogRecord]) -> list[PreparedLine]:
             isinstance(trace, str) and not encodable(trace)
         ):
             raise ValueError(f"the structured metadata of the line at {ts_ns} is not valid Unicode")
-        out.append((record.tenant, canonical, ts_ns, record.line, metadata, trace))
+        names = tuple(record.metadata) if record.metadata else ()
+        out.append((record.tenant, canonical, ts_ns, record.line, metadata, trace, names))
     return out
 
 
@@ -137,17 +139,23 @@ def insert_lines(
     first_id: int,
     prepared: Sequence[PreparedLine],
 ) -> None:
-    """Insert prepared lines with ids ``first_id...`` (inside the writer's transaction)."""
-    rows = [
-        (first_id + i, catalogue.id_of(conn, tenant, canonical), ts, line, md, tr)
-        for i, (tenant, canonical, ts, line, md, tr) in enumerate(prepared)
-    ]
+    """Insert prepared lines with ids ``first_id...`` (inside the writer's transaction),
+    noting their streams' metadata names."""
+    rows = []
+    names: set[tuple[int, tuple[str, ...]]] = set()
+    for i, (tenant, canonical, ts, line, md, tr, keys) in enumerate(prepared):
+        stream_id = catalogue.id_of(conn, tenant, canonical)
+        rows.append((first_id + i, stream_id, ts, line, md, tr))
+        if keys:
+            names.add((stream_id, keys))
+    for stream_id, keys in names:
+        catalogue.add_keys(conn, stream_id, keys)
     conn.executemany(
         "INSERT INTO lines (id, stream_id, ts_ns, line, metadata, trace_id) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         rows,
     )
-    index_lines(conn, first_id, [(ts, line) for _, _, ts, line, _, _ in prepared])
+    index_lines(conn, first_id, [(ts, line) for _, _, ts, line, _, _, _ in prepared])
 
 
 def index_lines(conn: sqlite3.Connection, first_id: int, lines: list[tuple[int, str]]) -> None:

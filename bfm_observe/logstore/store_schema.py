@@ -19,6 +19,14 @@ Tables (schema version 1):
   gone; deleting rows from one big FTS5 index would only add delete markers, and the
   space would come back at some later segment merge.
 - ``spans``: one row per (tenant, trace_id, span_id), the rest of the span as JSON.
+- ``stream_keys``: the structured metadata names each stream's lines have carried (empty
+  values and ``trace_id`` included; never deleted, so a superset of the live lines'),
+  known for the lines with ids from ``meta.keys_from_line_id`` on. A writer that keeps
+  the table moves ``meta.keys_next_line_id`` along with ``next_line_id``; when the two
+  differ at open, lines were stored by a bfm that does not (a file from before the table,
+  or an older bfm since, which opens these files as before), and ``keys_from_line_id``
+  moves up to ``next_line_id``: metric queries that reach those lines read them
+  (:mod:`~bfm_observe.logstore.store_counts`).
 
 Rows are written and read by :mod:`~bfm_observe.logstore.store_lines` (lines, chunks,
 full-text rows) and :mod:`~bfm_observe.logstore.store_spans` (spans).
@@ -47,7 +55,7 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -85,6 +93,11 @@ CREATE TABLE IF NOT EXISTS lines (
 CREATE INDEX IF NOT EXISTS lines_by_stream ON lines (stream_id, ts_ns);
 CREATE INDEX IF NOT EXISTS lines_by_trace ON lines (trace_id, ts_ns)
     WHERE trace_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS stream_keys (
+    stream_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (stream_id, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS chunks (
     chunk INTEGER PRIMARY KEY,
     lines INTEGER NOT NULL,
@@ -184,31 +197,38 @@ def _regexp(pattern: str, text: str) -> bool:
 
 
 def _create_schema(path: Path, conn: sqlite3.Connection) -> None:
+    wanted = {
+        "schema_version": SCHEMA_VERSION,
+        "chunk_lines": CHUNK_LINES,
+        "part_chunks": PART_CHUNKS,
+    }
     conn.execute("BEGIN IMMEDIATE")
     try:
         for statement in _DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        wanted = {
-            "schema_version": SCHEMA_VERSION,
-            "chunk_lines": CHUNK_LINES,
-            "part_chunks": PART_CHUNKS,
-        }
+        firsts = [("next_line_id", 1), ("keys_from_line_id", 1), ("keys_next_line_id", 1)]
         conn.executemany(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-            [*wanted.items(), ("next_line_id", 1)],
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [*wanted.items(), *firsts]
         )
         found = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    for key, value in wanted.items():
-        if found.get(key) != value:
-            raise LogStoreError(
-                f"log store {path} was written with {key} {found.get(key)}, this bfm "
-                f"uses {value}; use a matching bfm or another path"
+        problem = next((k for k, v in wanted.items() if found.get(k) != v), None)
+        if problem is None and found["keys_next_line_id"] != found["next_line_id"]:
+            # lines stored without their metadata names (see the module's docstring)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key IN ('keys_from_line_id', 'keys_next_line_id')",
+                (found["next_line_id"],),
             )
+        conn.execute("COMMIT" if problem is None else "ROLLBACK")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if problem is not None:
+        raise LogStoreError(
+            f"log store {path} was written with {problem} {found.get(problem)}, this bfm "
+            f"uses {wanted[problem]}; use a matching bfm or another path"
+        )
 
 
 # --- chunks and full-text partitions ------------------------------------------------------
@@ -260,23 +280,29 @@ def fingerprint(canonical: str) -> str:
 
 
 class StreamCatalogue:
-    """Every stream's id and labels, in memory (streams are few and never deleted).
+    """Every stream's id, labels and metadata names, in memory (streams are few and never
+    deleted).
 
-    Readers may see a stream here before its first lines are committed; that only costs
-    an empty lookup. After a failed write the writer reloads it (ids of rolled-back
-    streams are reused by SQLite).
+    Readers may see a stream or a metadata name here before the lines that bring it are
+    committed; that only costs an empty lookup (or a slower exact count). After a failed
+    write the writer reloads it (ids of rolled-back streams are reused by SQLite).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], int] = {}
         self._by_tenant: dict[str, dict[int, Mapping[str, str]]] = {}
+        self._keys: dict[int, frozenset[str]] = {}
 
     def load(self, conn: sqlite3.Connection) -> None:
         rows = conn.execute("SELECT id, tenant, labels FROM streams").fetchall()
+        keys: dict[int, set[str]] = {}
+        for stream_id, key in conn.execute("SELECT stream_id, key FROM stream_keys"):
+            keys.setdefault(stream_id, set()).add(key)
         with self._lock:
             self._ids.clear()
             self._by_tenant.clear()
+            self._keys = {stream_id: frozenset(names) for stream_id, names in keys.items()}
             for stream_id, tenant, canonical in rows:
                 self._add(stream_id, tenant, canonical)
 
@@ -299,6 +325,25 @@ class StreamCatalogue:
         with self._lock:
             self._add(stream_id, tenant, canonical)
         return stream_id
+
+    def add_keys(self, conn: sqlite3.Connection, stream_id: int, keys: Iterable[str]) -> None:
+        """Note metadata names of the stream's lines (inside the caller's write
+        transaction)."""
+        known = self._keys.get(stream_id, frozenset())
+        new = set(keys) - known
+        if not new:
+            return
+        conn.executemany(
+            "INSERT OR IGNORE INTO stream_keys (stream_id, key) VALUES (?, ?)",
+            [(stream_id, key) for key in sorted(new)],
+        )
+        with self._lock:
+            self._keys[stream_id] = known | new
+
+    def keys_of(self, stream_id: int) -> frozenset[str]:
+        """Metadata names the stream's lines carry (of lines from ``keys_from_line_id`` on)."""
+        with self._lock:
+            return self._keys.get(stream_id, frozenset())
 
     def of_tenant(self, tenant: str) -> list[tuple[int, Mapping[str, str]]]:
         with self._lock:
