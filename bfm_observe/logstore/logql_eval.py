@@ -23,7 +23,7 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from bfm_observe.logstore.logql import (
     Entry,
@@ -39,6 +39,7 @@ from bfm_observe.logstore.logql import (
     OrAndLabelFilter,
     RangeAggregation,
     StringLabelFilter,
+    VectorAggregation,
     select_streams,
 )
 
@@ -55,7 +56,7 @@ LabelSet = tuple[tuple[str, str], ...]
 """Sorted ``(name, value)`` pairs: a series' or result stream's identity."""
 
 ERROR_LABEL = "__error__"
-_EXTRACTED = "_extracted"
+EXTRACTED_SUFFIX = "_extracted"
 _NOT_LABEL_CHAR = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -152,7 +153,7 @@ def run_pipeline(query: LogQuery, entry: Entry) -> dict[str, str] | None:
     """
     labels = dict(entry.labels)
     for key, value in entry.metadata.items():
-        labels[key + _EXTRACTED if key in entry.labels else key] = value
+        labels[key + EXTRACTED_SUFFIX if key in entry.labels else key] = value
     for stage in query.stages:
         if isinstance(stage, LineFilter):
             if not stage.matches(entry.line):
@@ -165,7 +166,7 @@ def run_pipeline(query: LogQuery, entry: Entry) -> dict[str, str] | None:
                 labels[ERROR_LABEL] = "JSONParserErr"
                 continue
             for key, value in fields.items():
-                labels[key + _EXTRACTED if key in entry.labels else key] = value
+                labels[key + EXTRACTED_SUFFIX if key in entry.labels else key] = value
         elif isinstance(stage, LabelFilterStage) and not _label_filter(stage.expr, labels):
             return None
     return labels
@@ -256,29 +257,35 @@ def _range_vectors(
     return vectors
 
 
-def _group(key: LabelSet, by: tuple[str, ...]) -> LabelSet:
+def group_by(key: LabelSet, by: tuple[str, ...]) -> LabelSet:
+    """The labels of ``key`` named in ``by`` (``sum by``/``topk by`` grouping)."""
     return tuple((k, v) for k, v in key if k in by)
+
+
+Number = TypeVar("Number", int, float)
+
+
+def aggregate(agg: VectorAggregation, vector: Mapping[LabelSet, Number]) -> dict[LabelSet, Number]:
+    """``sum``/``topk`` of one instant's vector (counts or rates alike)."""
+    out: dict[LabelSet, Number] = {}
+    if agg.op == "sum":
+        for key, value in vector.items():
+            group = group_by(key, agg.by)
+            out[group] = out.get(group, 0) + value
+        return out
+    groups: dict[LabelSet, list[tuple[LabelSet, Number]]] = {}
+    for key, value in vector.items():
+        groups.setdefault(group_by(key, agg.by), []).append((key, value))
+    for members in groups.values():
+        members.sort(key=lambda kv: (-kv[1], kv[0]))
+        out.update(members[: agg.k])
+    return out
 
 
 def _vectors(expr: MetricExpr, entries: Iterable[Entry], steps: list[int]) -> list[Vector]:
     if isinstance(expr, RangeAggregation):
         return _range_vectors(expr, entries, steps)
-    result: list[Vector] = []
-    for vector in _vectors(expr.inner, entries, steps):
-        out: Vector = {}
-        if expr.op == "sum":
-            for key, value in vector.items():
-                group = _group(key, expr.by)
-                out[group] = out.get(group, 0.0) + value
-        else:
-            groups: dict[LabelSet, list[tuple[LabelSet, float]]] = {}
-            for key, value in vector.items():
-                groups.setdefault(_group(key, expr.by), []).append((key, value))
-            for members in groups.values():
-                members.sort(key=lambda kv: (-kv[1], kv[0]))
-                out.update(members[: expr.k])
-        result.append(out)
-    return result
+    return [aggregate(expr, vector) for vector in _vectors(expr.inner, entries, steps)]
 
 
 def eval_metric(

@@ -46,7 +46,14 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from bfm_observe.logstore.logql import MetricQuery, RangeAggregation, VectorAggregation
-from bfm_observe.logstore.logql_eval import ERROR_LABEL, LabelSet, label_set
+from bfm_observe.logstore.logql_eval import (
+    ERROR_LABEL,
+    EXTRACTED_SUFFIX,
+    LabelSet,
+    aggregate,
+    group_by,
+    label_set,
+)
 from bfm_observe.logstore.store_schema import chunk_of
 
 __all__ = [
@@ -64,7 +71,6 @@ Matrix = dict[LabelSet, list[tuple[int, float]]]
 StreamKeys = tuple[int, Mapping[str, str], frozenset[str]]
 """A selected stream: its id, labels and the metadata names its lines carry."""
 
-_EXTRACTED = "_extracted"
 _COUNT_SQL = (
     "SELECT s.value, j.key, (SELECT count(*) FROM lines INDEXED BY lines_by_stream "
     "WHERE stream_id = s.value AND ts_ns > json_extract(j.value, '$[0]') "
@@ -112,15 +118,11 @@ def series_key(
         return None
     if query.aggs and query.aggs[-1].op == "sum":
         by = query.aggs[-1].by
-        landing = {key + _EXTRACTED if key in labels else key for key in keys}
+        landing = {key + EXTRACTED_SUFFIX if key in labels else key for key in keys}
         if not landing.isdisjoint(by):
             return None
-        return _group(label_set(labels), by)
+        return group_by(label_set(labels), by)
     return None if keys else label_set(labels)
-
-
-def _group(key: LabelSet, by: tuple[str, ...]) -> LabelSet:
-    return tuple((k, v) for k, v in key if k in by)
 
 
 def _keys_known(conn: sqlite3.Connection, first_ns: int, last_ns: int) -> bool:
@@ -186,22 +188,6 @@ def window_counts(
     return out
 
 
-def _aggregate(agg: VectorAggregation, vector: dict[LabelSet, int]) -> dict[LabelSet, int]:
-    out: dict[LabelSet, int] = {}
-    if agg.op == "sum":
-        for key, count in vector.items():
-            group = _group(key, agg.by)
-            out[group] = out.get(group, 0) + count
-        return out
-    groups: dict[LabelSet, list[tuple[LabelSet, int]]] = {}
-    for key, count in vector.items():
-        groups.setdefault(_group(key, agg.by), []).append((key, count))
-    for members in groups.values():
-        members.sort(key=lambda kv: (-kv[1], kv[0]))
-        out.update(members[: agg.k])
-    return out
-
-
 def count_matrix(
     conn: sqlite3.Connection,
     query: CountQuery,
@@ -241,7 +227,7 @@ def count_matrix(
                 key = keyed[stream_id]
                 vector[key] = vector.get(key, 0) + per_step[k]
         for agg in reversed(query.aggs):
-            vector = _aggregate(agg, vector)
+            vector = aggregate(agg, vector)
         for key, count in vector.items():
             matrix.setdefault(key, []).append((t, count / seconds if rate else float(count)))
     return dict(sorted(matrix.items()))
