@@ -122,35 +122,32 @@ def build_timeline(
         view = describe_line(entry)
         if view.trace_id and view.trace_id not in wanted:
             continue
-        row = TimelineRow(
-            ts_ns=entry.ts_ns,
-            site=view.site,
-            component=view.component,
-            trace_id=view.trace_id,
-            kind="log",
-            text=view.msg,
-            linked=bool(view.trace_id) and view.trace_id != focus,
-            span_id=view.span_id,
-            level=view.level,
-        )
-        rows.setdefault(("log", entry.ts_ns, entry.line, view.site, view.component), row)
-    for entry in context:
+        linked = bool(view.trace_id) and view.trace_id != focus
+        rows.setdefault(_line_key(entry, view), _line_row(entry, view, "log", linked=linked))
+    for entry in context:  # a line also fetched for the trace stays a "log" row
         view = describe_line(entry)
-        key = ("log", entry.ts_ns, entry.line, view.site, view.component)
-        if key not in rows:
-            rows[key] = TimelineRow(
-                ts_ns=entry.ts_ns,
-                site=view.site,
-                component=view.component,
-                trace_id=view.trace_id,
-                kind="context",
-                text=view.msg,
-                span_id=view.span_id,
-                level=view.level,
-            )
+        rows.setdefault(_line_key(entry, view), _line_row(entry, view, "context", linked=False))
     return sorted(
         rows.values(),
         key=lambda r: (r.ts_ns, KIND_ORDER.get(r.kind, 9), r.trace_id != focus, r.span_id),
+    )
+
+
+def _line_key(entry: LogLine, view: LineView) -> tuple[Any, ...]:
+    return ("log", entry.ts_ns, entry.line, view.site, view.component)
+
+
+def _line_row(entry: LogLine, view: LineView, kind: str, *, linked: bool) -> TimelineRow:
+    return TimelineRow(
+        ts_ns=entry.ts_ns,
+        site=view.site,
+        component=view.component,
+        trace_id=view.trace_id,
+        kind=kind,
+        text=view.msg,
+        linked=linked,
+        span_id=view.span_id,
+        level=view.level,
     )
 
 
