@@ -40,6 +40,7 @@ import requests
 
 from bfm_observe.logstore.records import DEFAULT_TENANT, LogRecord
 from bfm_observe.logstore.wire_loki import encode_loki_protobuf
+from failover.chaos.logstore_process import LogStoreProcess
 
 COMPONENTS = ("backbone", "eap", "eep", "aam", "msm", "gsm", "bfm-site", "producer")
 SITES = ("a", "b", "w")
@@ -85,32 +86,6 @@ def generate(lines: int, seed: int, now_s: float) -> Any:
             _line(i, rng, ts_s, trace_id, component),
             {"trace_id": trace_id},
         )
-
-
-def _serve(data: Path, url_file: Path) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "logstore",
-            "serve",
-            f"--data={data}",
-            "--listen=127.0.0.1:0",
-            "--max-disk=100GB",
-            "--retention=30d",
-            f"--url-file={url_file}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline_s = time.monotonic() + 30
-    while not url_file.exists():
-        if time.monotonic() > deadline_s or proc.poll() is not None:
-            proc.kill()
-            raise SystemExit("bfm logstore serve did not start")
-        time.sleep(0.05)
-    return proc, url_file.read_text().strip()
 
 
 def ingest(
@@ -273,8 +248,8 @@ def main() -> None:
     now_s = time.time()
     if args.reuse and not (data.exists() and jsonl.exists()):
         parser.error(f"--reuse: no logs.db and lines.jsonl in {work}")
-    (work / "url").unlink(missing_ok=True)
-    proc, url = _serve(data, work / "url")
+    serve = LogStoreProcess(work, max_disk="100GB", retention="30d")  # work/logs.db
+    url = serve.start()
     try:
         report: dict[str, Any] = {}
         if args.reuse:
@@ -286,8 +261,7 @@ def main() -> None:
             report["ingest"] = ingested
         report["queries"] = search(url, traces, args.repeat, now_s, jsonl)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        serve.stop()
     disk_bytes = sum(p.stat().st_size for p in work.glob("logs.db*"))
     report["disk"] = {
         "store_bytes": disk_bytes,

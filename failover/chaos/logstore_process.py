@@ -30,6 +30,7 @@ class LogStoreStartError(RuntimeError):
 class LogStoreProcess:
     run_dir: Path
     max_disk: str = "2GB"  # a demo run is short; the budget keeps a forgotten one small
+    retention: str = "7d"
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     url: str = field(default="", init=False)
 
@@ -52,6 +53,7 @@ class LogStoreProcess:
                     f"--data={self.run_dir / DATA_FILE}",
                     "--listen=127.0.0.1:0",
                     f"--max-disk={self.max_disk}",
+                    f"--retention={self.retention}",
                     f"--url-file={url_file}",
                 ],
                 stdout=out,

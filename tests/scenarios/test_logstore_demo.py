@@ -14,13 +14,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from demo_runs import run_demo
+
+from failover.chaos.logstore_process import LogStoreProcess
 
 pytestmark = pytest.mark.scenario
 
@@ -56,30 +57,11 @@ def crashed_run(tmp_path: Path) -> Iterator[str]:
     assert data["violations"] == []
     run_dir = tmp_path / "run"
     assert (run_dir / "logs.db").exists(), "the demo ran no log store"
-    url_file = tmp_path / "again.url"
-    serve = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "logstore",
-            "serve",
-            f"--data={run_dir / 'logs.db'}",
-            "--listen=127.0.0.1:0",
-            f"--url-file={url_file}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    again = LogStoreProcess(run_dir)  # bfm logstore serve on the run's logs.db
     try:
-        deadline_s = time.monotonic() + 30
-        while not url_file.exists():
-            assert serve.poll() is None and time.monotonic() < deadline_s, "no log store"
-            time.sleep(0.05)
-        yield url_file.read_text().strip()
+        yield again.start()
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        again.stop()
 
 
 def _rows(url: str, trace_id: str, *extra: str) -> list[dict[str, Any]]:
