@@ -109,7 +109,8 @@ def test_a_delayed_alarm_leads_to_the_failover_with_both_sites_logs(crashed_run:
     # what the crashed site said last, before the controller saw it go
     context = [r for r in rows if r["kind"] == "context"]
     crashed = [r for r in context if r["site"] == "a" and r["component"] != "producer"]
-    assert crashed, f"no last line of site a's own processes: {context}"
+    detect = [r for r in linked if r["kind"] == "event" or r["text"].startswith("bfm.detect ")]
+    assert crashed, f"no last line of site a's own processes: {context}; observations: {detect}"
     decision_ns = min(r["ts_ns"] for r in _spans(linked, "bfm.decision"))
     assert all(r["ts_ns"] <= decision_ns for r in context)
     # one timeline, in time order
