@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from failover.core.versions import DEFAULT_VERSION
+
 JsonDoc = Mapping[str, Any]
 
 
@@ -141,6 +143,7 @@ class Instance:
     pid: int | None = None  # the local process (None where the platform has no pids)
     instance_id: str = ""  # pid as text locally, the pod name on Kubernetes; "" never started
     exit_code: int | None = None  # EXITED/GIVEN_UP: the code; negative: killed by that signal
+    version: str = DEFAULT_VERSION  # the version it runs, or runs at its next start
 
     @property
     def given_up(self) -> bool:
@@ -154,6 +157,7 @@ class Instance:
             "exit_code": self.exit_code,
             "restarts": self.restarts,
             "given_up": self.given_up,
+            "version": self.version,
         }
 
 
@@ -201,6 +205,16 @@ class Platform(Protocol):
     - ``stop`` is a clean stop (SIGTERM, or the pod's grace period), forced after
       ``timeout_s``; it returns once the instance is gone. A stopped instance is not
       restarted by the supervisor: only ``EXITED`` ones are.
+    - Every instance runs one *version* (``failover.core.versions``; ``DEFAULT_VERSION``
+      unless the platform was given another), reported as ``Instance.version`` and by
+      ``version``. ``set_version`` records the version every later start and restart
+      uses. A ``RUNNING`` instance at another version is replaced: stopped cleanly like
+      ``stop``, then started at the new version as a new instance (new ``instance_id``;
+      ``restarts`` unchanged). While it changes it is ``STOPPED``, never ``EXITED``, so
+      the supervisor neither counts a crash nor restarts the old version. An instance
+      that is not running (``STOPPED``, ``EXITED``, ``GIVEN_UP``) only has the version
+      recorded: ``set_version`` starts nothing. The same version again changes nothing.
+      A version that ``check_version`` refuses is a ``ValueError`` with its message.
     - ``route(site, serving=...)`` says whether a site's entry point takes client traffic
       (Kubernetes: a pod label its Services select; local: a JSON file in the run
       directory); ``routing(site)`` reads it back; a site never routed serves.
@@ -229,6 +243,18 @@ class Platform(Protocol):
 
     def give_up(self, site: str, component: str) -> Instance:
         """Mark the instance crash-looping: it stays down until started again."""
+        ...
+
+    def set_version(
+        self, site: str, component: str, version: str, *, timeout_s: float = 5.0
+    ) -> Instance:
+        """Run ``version`` from now on: a running instance at another version is stopped
+        cleanly (forced after ``timeout_s``) and started at it; one that is not running
+        only has it recorded for its next start. Returns the instance."""
+        ...
+
+    def version(self, site: str, component: str) -> str:
+        """The version the instance runs, or runs at its next start."""
         ...
 
     def instance(self, site: str, component: str) -> Instance:

@@ -3,9 +3,17 @@
 One ``LocalPlatform`` runs the components of the sites it is given (a site process gives
 its own site). It remembers every child by its ``Popen`` and ends only those, writes each
 child's stderr to ``<run_dir>/comp-<site>-<component>.log``, and after every change writes
-``<run_dir>/instances-<site>.json`` (``{component: {pid, state, restarts, given_up, ...}}``)
-atomically, so tools and the demo find the PIDs. Routing is a JSON file per site,
-``<run_dir>/routing-<site>.json`` (``{"site", "serving"}``), for the site's entry point.
+``<run_dir>/instances-<site>.json`` (``{component: {pid, state, restarts, given_up,
+version, ...}}``) atomically, so tools and the demo find the PIDs. Routing is a JSON file
+per site, ``<run_dir>/routing-<site>.json`` (``{"site", "serving"}``), for the site's
+entry point.
+
+A version is a different process: the default command runs ``component run`` with
+``--version=<v>``, and ``set_version`` replaces a running child by one at the new version.
+Changes of one instance (start, stop, restart, give up, set version) take turns: a restart
+or a stop that comes while a version change stops the old child waits for it, so two
+children of one instance never run at once and a stop is never undone. The platform-wide
+lock is not held while a child stops, so ``instances`` keeps answering meanwhile.
 
 Children must not outlive their parent: each is started with ``PR_SET_PDEATHSIG=SIGKILL``
 (Linux ``prctl``, set in the child between fork and exec), so a kill -9 of the site process
@@ -27,13 +35,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from failover.adapters.files import write_text_atomically
 from failover.core.topology import Topology
+from failover.core.versions import DEFAULT_VERSION, check_version
 from failover.ports import (
     Instance,
     InstanceState,
@@ -125,10 +135,13 @@ def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
 class _Slot:
     """One component instance's process and bookkeeping."""
 
+    version: str  # what the process runs, or the next one will
     proc: subprocess.Popen[bytes] | None = None
     wanted: bool = False  # asked to run: an exit while wanted is a crash
     restarts: int = 0
     given_up: bool = False
+    # Held through each change of this instance, stop included; taken before ``_lock``.
+    changing: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LocalPlatform:
@@ -142,11 +155,16 @@ class LocalPlatform:
         sites: Collection[str] | None = None,
         env: Mapping[str, str] | None = None,
         command: Callable[[str, str], Sequence[str]] | None = None,
+        versions: Mapping[str, str] | None = None,
     ) -> None:
         """Run the components of ``sites`` (default: every worker site of ``topology``).
 
-        ``command(site, component)`` gives the arguments after ``python -m failover``;
-        the default is ``component run --site=S --component=C --run-dir=D``.
+        ``versions``: component -> the version its instances start at (default
+        ``DEFAULT_VERSION`` each). ``command(site, component)`` gives the arguments after
+        ``python -m failover``; the default is ``component run --site=S --component=C
+        --run-dir=D --version=V``. A custom command is called at each start, after a new
+        version was recorded, so one that passes the version reads it there with
+        ``platform.version(site, component)``.
         """
         self.run_dir, self.topology = run_dir, topology
         managed = tuple(topology.workers if sites is None else sites)
@@ -154,12 +172,24 @@ class LocalPlatform:
             self._check_site(site)
             if not topology.is_worker(site):
                 raise ValueError(f"site {site!r} is a witness: it runs no components")
+        initial = dict(versions or {})
+        for component, version in initial.items():
+            if component not in topology.components:
+                raise ValueError(
+                    f"versions names unknown component {component!r}; "
+                    f"known: {', '.join(topology.components)}"
+                )
+            check_version(version)
         self.managed = managed
         self.env = {**os.environ, **(env or {})}
         self._command = command or self._component_run
         self._lock = threading.RLock()
         self._closed = False
-        self._slots = {(s, c): _Slot() for s in managed for c in topology.components}
+        self._slots = {
+            (s, c): _Slot(version=initial.get(c, DEFAULT_VERSION))
+            for s in managed
+            for c in topology.components
+        }
         self._written: dict[str, str] = {}
         for site in managed:
             self._publish(site)
@@ -167,8 +197,8 @@ class LocalPlatform:
     # --- instances -------------------------------------------------------------------
 
     def start(self, site: str, component: str) -> Instance:
-        with self._lock:
-            slot = self._slot(site, component)
+        slot = self._slot(site, component)
+        with slot.changing, self._lock:
             if self._closed:
                 raise PlatformError(f"cannot start {site}/{component}: the platform was closed")
             if slot.proc is None or slot.proc.poll() is not None:
@@ -177,60 +207,109 @@ class LocalPlatform:
             return self._publish_one(site, component)
 
     def stop(self, site: str, component: str, *, timeout_s: float = STOP_TIMEOUT_S) -> Instance:
-        with self._lock:
-            slot = self._slot(site, component)
-            slot.wanted = False
-            proc = slot.proc
-            _terminate(proc)
-        _wait_or_kill(proc, timeout_s)
-        with self._lock:
-            return self._publish_one(site, component)
+        slot = self._slot(site, component)
+        with slot.changing:
+            with self._lock:
+                slot.wanted = False
+                proc = slot.proc
+                _terminate(proc)
+            _wait_or_kill(proc, timeout_s)
+            with self._lock:
+                return self._publish_one(site, component)
 
     def stop_site(self, site: str, *, timeout_s: float = STOP_TIMEOUT_S) -> list[Instance]:
-        with self._lock:
-            self._check_managed(site)
-            procs = []
-            for c in self.topology.components:
-                slot = self._slots[(site, c)]
-                slot.wanted = False
-                _terminate(slot.proc)
-                procs.append(slot.proc)
-        for proc in procs:
-            _wait_or_kill(proc, timeout_s)
-        with self._lock:
-            self._publish(site)
-            return self._instances(site)
+        self._check_managed(site)
+        with self._changing_all(site):
+            with self._lock:
+                procs = []
+                for c in self.topology.components:
+                    slot = self._slots[(site, c)]
+                    slot.wanted = False
+                    _terminate(slot.proc)
+                    procs.append(slot.proc)
+            for proc in procs:
+                _wait_or_kill(proc, timeout_s)
+            with self._lock:
+                self._publish(site)
+                return self._instances(site)
 
     def restart(self, site: str, component: str, *, timeout_s: float = STOP_TIMEOUT_S) -> Instance:
-        with self._lock:
-            slot = self._slot(site, component)
-            if self._closed:
-                raise PlatformError(f"cannot restart {site}/{component}: the platform was closed")
-            old = slot.proc
-            slot.wanted = False  # its exit is asked for, not a crash
-            _terminate(old)
-        _wait_or_kill(old, timeout_s)
-        with self._lock:
-            if self._closed:
-                raise PlatformError(f"cannot restart {site}/{component}: the platform was closed")
-            self._spawn(site, component, slot)
-            slot.wanted, slot.given_up = True, False
-            slot.restarts += 1
-            return self._publish_one(site, component)
+        slot = self._slot(site, component)
+        closed = f"cannot restart {site}/{component}: the platform was closed"
+        with slot.changing:
+            with self._lock:
+                if self._closed:
+                    raise PlatformError(closed)
+                old = slot.proc
+                slot.wanted = False  # its exit is asked for, not a crash
+                _terminate(old)
+            _wait_or_kill(old, timeout_s)
+            with self._lock:
+                if self._closed:
+                    raise PlatformError(closed)
+                self._spawn(site, component, slot)  # at the slot's version: restarts keep it
+                slot.wanted, slot.given_up = True, False
+                slot.restarts += 1
+                return self._publish_one(site, component)
 
     def give_up(self, site: str, component: str) -> Instance:
+        slot = self._slot(site, component)
+        with slot.changing:
+            with self._lock:
+                slot.given_up = True
+                slot.wanted = False
+                proc = slot.proc
+            _wait_or_kill(proc, STOP_TIMEOUT_S)  # normally exited already: it kept crashing
+            with self._lock:
+                return self._publish_one(site, component)
+
+    def set_version(
+        self, site: str, component: str, version: str, *, timeout_s: float = STOP_TIMEOUT_S
+    ) -> Instance:
+        """Run ``version`` from now on (see ``Platform.set_version``).
+
+        A running child at another version is stopped like ``stop`` and a new one started
+        at ``version`` by the calling thread, which must outlive it (module docstring).
+        """
+        slot = self._slot(site, component)
+        check_version(version)
+        with slot.changing:
+            with self._lock:
+                if version == slot.version:
+                    return self._publish_one(site, component)
+                running = self._instance(site, component).state is InstanceState.RUNNING
+                if running and self._closed:
+                    raise PlatformError(
+                        f"cannot change {site}/{component} to version {version}: "
+                        "the platform was closed"
+                    )
+                slot.version = version
+                if not running:
+                    return self._publish_one(site, component)
+                # STOPPED, not EXITED, until the new child runs: the supervisor leaves it be.
+                slot.wanted = False
+                old = slot.proc
+                _terminate(old)
+                self._publish(site)
+            _wait_or_kill(old, timeout_s)
+            with self._lock:
+                if self._closed:
+                    raise PlatformError(
+                        f"cannot start {site}/{component} at version {version}: "
+                        "the platform was closed"
+                    )
+                self._spawn(site, component, slot)
+                slot.wanted = True
+                return self._publish_one(site, component)
+
+    def version(self, site: str, component: str) -> str:
+        slot = self._slot(site, component)
         with self._lock:
-            slot = self._slot(site, component)
-            slot.given_up = True
-            slot.wanted = False
-            proc = slot.proc
-        _wait_or_kill(proc, STOP_TIMEOUT_S)  # normally exited already: it kept crashing
-        with self._lock:
-            return self._publish_one(site, component)
+            return slot.version
 
     def instance(self, site: str, component: str) -> Instance:
+        self._slot(site, component)
         with self._lock:
-            self._slot(site, component)
             self._publish(site)
             return self._instance(site, component)
 
@@ -277,6 +356,7 @@ class LocalPlatform:
             f"--site={site}",
             f"--component={component}",
             f"--run-dir={self.run_dir}",
+            f"--version={self._slots[(site, component)].version}",
         )
 
     def _spawn(self, site: str, component: str, slot: _Slot) -> None:
@@ -310,7 +390,16 @@ class LocalPlatform:
         if not self.topology.is_worker(site):
             raise ValueError(f"site {site!r} is a witness: it has no entry point to route")
 
+    @contextmanager
+    def _changing_all(self, site: str) -> Iterator[None]:
+        """Every instance of ``site`` held for one change (in one order: no deadlock)."""
+        with ExitStack() as stack:
+            for c in sorted(self.topology.components):
+                stack.enter_context(self._slots[(site, c)].changing)
+            yield
+
     def _slot(self, site: str, component: str) -> _Slot:
+        """The instance's slot; ValueError naming an unknown site or component."""
         self._check_managed(site)
         slot = self._slots.get((site, component))
         if slot is None:
@@ -341,6 +430,7 @@ class LocalPlatform:
             pid=pid,  # the last process's, also once it ended: logs and tools name it
             instance_id=str(pid) if pid is not None else "",
             exit_code=code,
+            version=slot.version,
         )
 
     def _instances(self, site: str) -> list[Instance]:

@@ -8,6 +8,11 @@ Then the supervisor stops restarting it, logs one ERROR line (event
 other site. Meanwhile the site agent's probes already see it down and the controller has
 moved its shards: a restart is never on the critical path.
 
+A version change (``Platform.set_version``) is not a crash: the platform reports the
+instance ``STOPPED`` while the old version stops and ``RUNNING`` (a new pid) once the new
+one runs, never ``EXITED``, and the supervisor only restarts ``EXITED`` instances. A
+crashed instance is restarted at the version recorded last.
+
 The site's instances are also published to the store as ``platform/<site>/instances``
 (``{component: {state, restarts, given_up, pid}}``), created or compare-and-set whenever
 they change; a store error is logged and the write retried at the next poll, never fatal.

@@ -2,9 +2,10 @@
 
 The ``harness`` fixture runs each contract test once per entry of ``PLATFORM_FACTORIES``:
 only the local platform (real subprocesses) now; the Kubernetes platform joins later by
-adding one factory there, whose harness kills a pod, tells whether it is gone and pings
-its component. Tests of the local platform's own behaviour (its instances file, its
-children dying with their parent) sit in the clearly marked section at the end.
+adding one factory there, whose harness kills a pod, tells whether it is gone, pings
+its component and reads the version the pod was started with. Tests of the local
+platform's own behaviour (its instances file, its children dying with their parent, its
+changes of one instance taking turns) sit in the clearly marked section at the end.
 
 Real processes: waits are bounded by generous ceilings that only catch hangs.
 """
@@ -16,14 +17,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from failover.adapters import local_platform
 from failover.adapters.local_platform import LocalPlatform, read_instances
 from failover.core.topology import default_topology
+from failover.core.versions import DEFAULT_VERSION
 from failover.ports import Instance, InstanceState, Platform, PlatformError
 from failover.runtime.probes import ping
 from failover.workload.endpoints import Endpoints, allocate
@@ -42,6 +47,7 @@ class Harness:
     kill: Callable[[Instance], None]  # kill -9 (a pod: delete with grace period 0)
     gone: Callable[[Instance], bool]  # its process (pod) no longer exists
     answers: Callable[[str, str], bool]  # the component answers a ping at its address
+    started_at: Callable[[Instance], str | None]  # the version its process (pod) was given
 
 
 def process_gone(pid: int | None) -> bool:
@@ -53,6 +59,16 @@ def process_gone(pid: int | None) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def started_version(pid: int | None) -> str | None:
+    """The ``--version`` a local child was started with (None: no such process)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    given = [a.decode()[len("--version=") :] for a in args if a.startswith(b"--version=")]
+    return given[-1] if given else None
 
 
 def make_run_dir(tmp_path: Path) -> Path:
@@ -73,7 +89,13 @@ def _local(tmp_path: Path) -> Harness:
     def answers(site: str, component: str) -> bool:
         return ping(endpoints.sites[site].modules[component], timeout_s=1.0)
 
-    return Harness(LocalPlatform(run_dir, TOPOLOGY), kill, lambda i: process_gone(i.pid), answers)
+    return Harness(
+        LocalPlatform(run_dir, TOPOLOGY),
+        kill,
+        lambda i: process_gone(i.pid),
+        answers,
+        lambda i: started_version(i.pid),
+    )
 
 
 # One entry per platform; the key is the pytest id. Kubernetes joins here later.
@@ -87,6 +109,15 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         yield made
     finally:
         made.platform.close()
+
+
+def exited(h: Harness, site: str, component: str) -> Instance:
+    wait_until(
+        lambda: h.platform.instance(site, component).state is InstanceState.EXITED,
+        f"{site}/{component} reported exited",
+        ceiling_s=CEILING_S,
+    )
+    return h.platform.instance(site, component)
 
 
 def running_and_answering(h: Harness, site: str, component: str) -> Instance:
@@ -222,6 +253,100 @@ def test_close_stops_everything_and_refuses_new_starts(harness: Harness) -> None
         harness.platform.restart("a", "eap")
 
 
+# --- versions ----------------------------------------------------------------------------
+
+
+def test_instances_run_the_default_version_unless_told(harness: Harness) -> None:
+    assert harness.platform.version("a", "eap") == DEFAULT_VERSION
+    assert {i.version for i in harness.platform.instances("a")} == {DEFAULT_VERSION}
+    started = harness.platform.start("a", "eap")
+    assert started.version == DEFAULT_VERSION
+    assert harness.started_at(started) == DEFAULT_VERSION
+
+
+def test_set_version_of_a_running_instance_runs_a_new_one_at_it(harness: Harness) -> None:
+    started = harness.platform.start("a", "eap")
+    running_and_answering(harness, "a", "eap")
+    changed = harness.platform.set_version("a", "eap", "2.0.0")
+    assert changed.state is InstanceState.RUNNING
+    assert changed.version == "2.0.0"
+    assert changed.instance_id != started.instance_id
+    assert changed.restarts == 0  # a version change is not a restart
+    assert harness.gone(started)
+    assert harness.started_at(changed) == "2.0.0"
+    assert harness.platform.version("a", "eap") == "2.0.0"
+    assert running_and_answering(harness, "a", "eap").instance_id == changed.instance_id
+    listed = {i.component: i.version for i in harness.platform.instances("a")}
+    assert listed == {"backbone": DEFAULT_VERSION, "eap": "2.0.0"}
+    assert harness.platform.version("b", "eap") == DEFAULT_VERSION  # per site
+
+
+def test_set_version_to_the_version_it_runs_changes_nothing(harness: Harness) -> None:
+    started = harness.platform.start("a", "eap")
+    same = harness.platform.set_version("a", "eap", DEFAULT_VERSION)
+    assert (same.instance_id, same.state) == (started.instance_id, InstanceState.RUNNING)
+    changed = harness.platform.set_version("a", "eap", "2.0.0")
+    again = harness.platform.set_version("a", "eap", "2.0.0")
+    assert (again.instance_id, again.restarts) == (changed.instance_id, 0)
+    assert not harness.gone(changed)
+
+
+def test_a_restart_keeps_the_version(harness: Harness) -> None:
+    harness.platform.start("a", "eap")
+    changed = harness.platform.set_version("a", "eap", "2.0.0")
+    restarted = harness.platform.restart("a", "eap")
+    assert restarted.instance_id != changed.instance_id
+    assert (restarted.version, restarted.restarts) == ("2.0.0", 1)
+    assert harness.started_at(restarted) == "2.0.0"
+    harness.kill(restarted)
+    assert exited(harness, "a", "eap").version == "2.0.0"
+    again = harness.platform.restart("a", "eap")  # as the supervisor does after a crash
+    assert harness.started_at(again) == "2.0.0"
+
+
+def test_set_version_of_a_stopped_instance_only_records_it(harness: Harness) -> None:
+    recorded = harness.platform.set_version("a", "eap", "2.0.0")
+    assert (recorded.state, recorded.version, recorded.instance_id) == (
+        InstanceState.STOPPED,
+        "2.0.0",
+        "",
+    )
+    assert harness.platform.instance("a", "eap").state is InstanceState.STOPPED  # not started
+    started = harness.platform.start("a", "eap")
+    assert harness.started_at(started) == "2.0.0"
+    harness.platform.stop("a", "eap")
+    stopped = harness.platform.set_version("a", "eap", "3.0.0")
+    assert (stopped.state, stopped.instance_id) == (InstanceState.STOPPED, started.instance_id)
+    assert harness.started_at(harness.platform.start("a", "eap")) == "3.0.0"
+
+
+def test_set_version_of_an_exited_or_given_up_instance_only_records_it(
+    harness: Harness,
+) -> None:
+    started = harness.platform.start("a", "eap")
+    harness.kill(started)
+    exited(harness, "a", "eap")
+    recorded = harness.platform.set_version("a", "eap", "2.0.0")
+    assert recorded.state is InstanceState.EXITED  # still a crash for the supervisor
+    assert (recorded.instance_id, recorded.version) == (started.instance_id, "2.0.0")
+    harness.platform.give_up("a", "eap")
+    given_up = harness.platform.set_version("a", "eap", "1.0.1")
+    assert (given_up.state, given_up.version) == (InstanceState.GIVEN_UP, "1.0.1")
+    assert harness.platform.instance("a", "eap").state is InstanceState.GIVEN_UP
+    again = harness.platform.start("a", "eap")
+    assert harness.started_at(again) == "1.0.1"
+    running_and_answering(harness, "a", "eap")
+
+
+def test_an_invalid_version_is_a_value_error_and_changes_nothing(harness: Harness) -> None:
+    started = harness.platform.start("a", "eap")
+    for bad in ("", "-1", "1.0 beta", "x" * 65):
+        with pytest.raises(ValueError, match=r"is not valid.*for example 1\.4\.0"):
+            harness.platform.set_version("a", "eap", bad)
+    instance = harness.platform.instance("a", "eap")
+    assert (instance.instance_id, instance.version) == (started.instance_id, DEFAULT_VERSION)
+
+
 # --- routing and facts -------------------------------------------------------------------
 
 
@@ -267,6 +392,8 @@ def _calls(platform: Platform, site: str, component: str) -> list[Callable[[], o
         lambda: platform.restart(site, component),
         lambda: platform.give_up(site, component),
         lambda: platform.instance(site, component),
+        lambda: platform.set_version(site, component, "2.0.0"),
+        lambda: platform.version(site, component),
     ]
 
 
@@ -332,6 +459,12 @@ def test_local_instances_file_follows_every_change(local: LocalPlatform) -> None
     restarted = local.restart("a", "eap")
     data = read_instances(local.run_dir, "a")
     assert (data["eap"]["pid"], data["eap"]["restarts"]) == (restarted.pid, 1)
+    assert data["eap"]["version"] == DEFAULT_VERSION
+    changed = local.set_version("a", "eap", "2.0.0")
+    data = read_instances(local.run_dir, "a")
+    assert (data["eap"]["pid"], data["eap"]["version"]) == (changed.pid, "2.0.0")
+    local.set_version("a", "backbone", "2.0.1")  # stopped: recorded, and written
+    assert read_instances(local.run_dir, "a")["backbone"]["version"] == "2.0.1"
     # written atomically: no temporary file is left beside it
     assert [p.name for p in local.run_dir.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -352,6 +485,128 @@ def test_local_platform_runs_only_the_sites_it_is_given(tmp_path: Path) -> None:
         platform.close()
     with pytest.raises(ValueError, match="'w' is a witness"):
         LocalPlatform(tmp_path, TOPOLOGY, sites=("w",))
+
+
+def test_local_platform_starts_at_the_versions_it_is_given(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path)
+    platform = LocalPlatform(run_dir, TOPOLOGY, versions={"eap": "1.4.0"})
+    try:
+        assert platform.version("b", "eap") == "1.4.0"
+        assert platform.version("b", "backbone") == DEFAULT_VERSION
+        assert started_version(platform.start("b", "eap").pid) == "1.4.0"
+    finally:
+        platform.close()
+    with pytest.raises(ValueError, match="unknown component 'nope'"):
+        LocalPlatform(run_dir, TOPOLOGY, versions={"nope": "1.4.0"})
+    with pytest.raises(ValueError, match="'1 4' is not valid"):
+        LocalPlatform(run_dir, TOPOLOGY, versions={"eap": "1 4"})
+
+
+def test_a_custom_command_reads_the_version_when_it_starts(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path)
+    seen: list[str] = []
+
+    def command(site: str, component: str) -> tuple[str, ...]:
+        seen.append(platform.version(site, component))
+        return (
+            "component",
+            "run",
+            f"--site={site}",
+            f"--component={component}",
+            f"--run-dir={run_dir}",
+            f"--version={seen[-1]}",
+        )
+
+    platform = LocalPlatform(run_dir, TOPOLOGY, command=command)
+    try:
+        platform.start("a", "eap")
+        changed = platform.set_version("a", "eap", "2.0.0")
+        assert seen == [DEFAULT_VERSION, "2.0.0"]
+        assert started_version(changed.pid) == "2.0.0"
+    finally:
+        platform.close()
+
+
+def _children_of(run_dir: Path, site: str, component: str) -> list[int]:
+    """The live children of this test started for ``site``/``component`` in ``run_dir``."""
+    wanted = {f"--run-dir={run_dir}", f"--site={site}", f"--component={component}"}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or process_gone(int(entry.name)):
+            continue
+        try:
+            args = {a.decode() for a in (entry / "cmdline").read_bytes().split(b"\0")}
+        except OSError:
+            continue
+        if wanted <= args:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("other", ["restart", "stop_site"])
+def test_a_change_during_a_version_change_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    """Changes of one instance take turns. A restart that came while the old version was
+    stopping must not start a child beside the new one (it would lose the port and
+    crash); a stop of the site (its process ends) must not be undone by the new child."""
+    run_dir = make_run_dir(tmp_path)
+    alive_at_start: list[list[int]] = []
+
+    def command(site: str, component: str) -> tuple[str, ...]:
+        alive_at_start.append(_children_of(run_dir, site, component))
+        return (
+            "component",
+            "run",
+            f"--site={site}",
+            f"--component={component}",
+            f"--run-dir={run_dir}",
+            f"--version={platform.version(site, component)}",
+        )
+
+    platform = LocalPlatform(run_dir, TOPOLOGY, command=command)
+    started = platform.start("a", "eap")
+    stopping, other_done = threading.Event(), threading.Event()
+    wait_or_kill = local_platform._wait_or_kill
+
+    def slow_stop(proc: subprocess.Popen[bytes] | None, timeout_s: float) -> None:
+        if proc is not None and proc.pid == started.pid and not stopping.is_set():
+            stopping.set()  # the version change is stopping the old child
+            # Taking turns, the other change waits for this one: bounded, not a deadlock.
+            other_done.wait(timeout=0.5)
+        wait_or_kill(proc, timeout_s)
+
+    monkeypatch.setattr(local_platform, "_wait_or_kill", slow_stop)
+
+    def act() -> None:
+        assert stopping.wait(timeout=CEILING_S)
+        try:
+            if other == "restart":
+                platform.restart("a", "eap")
+            else:
+                platform.stop_site("a")
+        finally:
+            other_done.set()
+
+    # Threads that outlive the checks: a child dies with the thread that started it.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            changed = pool.submit(platform.set_version, "a", "eap", "2.0.0")
+            acted = pool.submit(act)
+            changed.result(timeout=CEILING_S)
+            acted.result(timeout=CEILING_S)
+            assert alive_at_start and all(alive == [] for alive in alive_at_start)
+            final = platform.instance("a", "eap")
+            assert final.version == "2.0.0"
+            if other == "restart":
+                assert (final.state, final.restarts) == (InstanceState.RUNNING, 1)
+                assert started_version(final.pid) == "2.0.0"
+                assert _children_of(run_dir, "a", "eap") == [final.pid]
+            else:
+                assert final.state is InstanceState.STOPPED
+                assert _children_of(run_dir, "a", "eap") == []
+        finally:
+            platform.close()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from failover.adapters.memory_store import MemoryStore
 from failover.adapters.system_clock import SystemClock
 from failover.core.restarts import RestartTiming
 from failover.core.topology import default_topology
+from failover.core.versions import DEFAULT_VERSION, check_version
 from failover.ports import (
     Instance,
     InstanceState,
@@ -50,6 +51,7 @@ class FakePlatform:
         self.state = dict.fromkeys(components, InstanceState.STOPPED)
         self.pid: dict[str, int | None] = dict.fromkeys(components)
         self.restarts = dict.fromkeys(components, 0)
+        self.versions = dict.fromkeys(components, DEFAULT_VERSION)
         self.calls: list[tuple[str, str]] = []
         self.failing_starts = 0  # the next this many starts raise PlatformError
 
@@ -90,6 +92,19 @@ class FakePlatform:
         self.state[component] = InstanceState.GIVEN_UP
         return self.instance(site, component)
 
+    def set_version(
+        self, site: str, component: str, version: str, *, timeout_s: float = 5.0
+    ) -> Instance:
+        self.calls.append(("set_version", component))
+        check_version(version)
+        changed, self.versions[component] = self.versions[component] != version, version
+        if changed and self.state[component] is InstanceState.RUNNING:
+            self._run(component)
+        return self.instance(site, component)
+
+    def version(self, site: str, component: str) -> str:
+        return self.versions[component]
+
     def instance(self, site: str, component: str) -> Instance:
         assert site == self.site
         pid = self.pid[component]
@@ -102,6 +117,7 @@ class FakePlatform:
             pid=pid,
             instance_id=str(pid) if pid else "",
             exit_code=-9 if state is InstanceState.EXITED else None,
+            version=self.versions[component],
         )
 
     def instances(self, site: str) -> builtins.list[Instance]:
@@ -354,6 +370,76 @@ def test_real_crash_is_restarted_with_a_new_pid(
         return got is not None and got.value["eap"]["pid"] == again.pid
 
     wait_until(published, "the store document follows", ceiling_s=CEILING_S)
+
+
+def _cmdline_version(pid: int | None) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return next(a.removeprefix("--version=") for a in args if a.startswith("--version="))
+
+
+def test_a_version_change_is_neither_a_crash_nor_undone(
+    running: tuple[LocalPlatform, Supervisor, MemoryStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor polls every 50 ms while each old version stops: it never sees a crash."""
+    platform, _, store = running
+    caplog.set_level(logging.INFO, logger="bfm.supervisor")
+    wait_until(
+        lambda: platform.instance("a", "eap").state is InstanceState.RUNNING,
+        "started by the supervisor",
+        ceiling_s=CEILING_S,
+    )
+    pids = [platform.instance("a", "eap").pid]
+    for version in ("2.0.0", "2.0.1", "1.0.0"):
+        changed = platform.set_version("a", "eap", version)
+        assert changed.state is InstanceState.RUNNING
+        pids.append(changed.pid)
+
+    def published() -> bool:  # a pass after the last change
+        got = store.get(instances_key("a"))
+        return got is not None and got.value["eap"]["pid"] == pids[-1]
+
+    wait_until(published, "the supervisor saw the last version", ceiling_s=CEILING_S)
+    final = platform.instance("a", "eap")
+    assert (final.pid, final.restarts, final.state) == (pids[-1], 0, InstanceState.RUNNING)
+    assert len(set(pids)) == 4
+    assert _cmdline_version(final.pid) == "1.0.0"
+    events = [vars(r).get("event") for r in caplog.records]
+    assert "component_exited" not in events
+    assert "component_restarted" not in events
+
+
+def test_a_crash_after_a_version_change_is_restarted_at_that_version(
+    running: tuple[LocalPlatform, Supervisor, MemoryStore],
+) -> None:
+    platform, _, _ = running
+    wait_until(
+        lambda: platform.instance("a", "eap").state is InstanceState.RUNNING,
+        "started by the supervisor",
+        ceiling_s=CEILING_S,
+    )
+    crashed = platform.instance("a", "eap")
+    assert crashed.pid is not None
+    os.kill(crashed.pid, signal.SIGKILL)
+    wait_until(
+        lambda: platform.instance("a", "eap").state is InstanceState.EXITED,
+        "the kill is seen",
+        ceiling_s=CEILING_S,
+        poll_s=0.01,
+    )
+    # Well within the first backoff (0.5 s): exited still, so only recorded.
+    recorded = platform.set_version("a", "eap", "2.0.0")
+    assert (recorded.state, recorded.pid) == (InstanceState.EXITED, crashed.pid)
+    wait_until(
+        lambda: (
+            platform.instance("a", "eap").state is InstanceState.RUNNING
+            and platform.instance("a", "eap").version == "2.0.0"
+        ),
+        "running at 2.0.0",
+        ceiling_s=CEILING_S,
+    )
+    restarted = platform.instance("a", "eap")
+    assert restarted.restarts == 1  # by the supervisor, after its backoff
+    assert _cmdline_version(restarted.pid) == "2.0.0"
 
 
 def test_stop_stops_the_instances_it_started(
