@@ -1,4 +1,5 @@
-"""Operator commands against a running system: drain, undrain, switchover, rebalance, events, watch.
+"""Operator commands against a running system: drain, undrain (also partly, a canary),
+switchover, rebalance, events, watch.
 
 Each change is one compare-and-set of ``admin/policy`` (``failover.runtime.admin``); the
 leading controller applies it within a decision round, moving shards through drains so no
@@ -154,15 +155,36 @@ def drain(
 
 def undrain(
     site: Annotated[str, typer.Argument(help="The drained worker site: a or b.")],
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            "--canary",
+            min=1,
+            metavar="N",
+            help="A partial undrain: SITE holds at most N shards of each component.",
+        ),
+    ] = None,
     reason: ReasonOption = "",
     store: StoreOption = None,
     run_dir: RunDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Let SITE hold work again: the split evens out once it is stable past its hold-off."""
+    """Let SITE hold work again: the split evens out once it is stable past its hold-off.
+
+    With --canary N only N shards of each component go to SITE (a little live traffic
+    passes it, the rest stays on the other site) until a plain `bfm undrain SITE`.
+    """
     from failover.runtime import admin
 
-    _apply(store, run_dir, as_json, reason, admin.undrain, site)
+    if canary is None:
+        _apply(store, run_dir, as_json, reason, admin.undrain, site)
+        return
+    shards = canary
+
+    def partial(coordination: CoordinationStore, name: str, **how: Any) -> PolicyChange:
+        return admin.canary(coordination, name, shards, **how)
+
+    _apply(store, run_dir, as_json, reason, partial, site)
 
 
 def switchover(

@@ -184,7 +184,8 @@ def status(
     run_dir: RunDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show the sites, the leader, who owns which shards, drains, pins and the latest events.
+    """Show the sites, the leader, who owns which shards, drains, canaries, pins and the
+    latest events.
 
     Exit 3 when no system is found in the store or the store cannot be reached.
     """
@@ -267,6 +268,10 @@ def admin_line(admin: dict[str, Any]) -> str:
     drained = ", ".join(admin.get("drained_sites", [])) or "none"
     pins = ", ".join(f"{c} -> {s}" for c, s in sorted(admin.get("pinned", {}).items())) or "none"
     line = f"operator: drained sites: {drained}; pinned: {pins}"
+    canary = admin.get("canary", {})
+    if canary:
+        limits = ", ".join(f"{s} at most {n}" for s, n in sorted(canary.items()))
+        line += f"; canary (shards per component): {limits}"
     if admin.get("changed_by"):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(admin["changed_at_wall_s"]))
         line += f" (last change by {admin['changed_by']} at {when}Z"

@@ -8,6 +8,12 @@
 3. Otherwise, when every site that may hold work is stable past its hold-off, start
    draining the next bounded batch towards an even split (hand-back, rebalance, a manual
    drain of a site, or a switchover of one component).
+
+A site under a cap (a canary: at most N shards per component, ``PlacementPolicy.caps``)
+is the last resort, like a drained one: orphans and planned moves go to the uncapped
+sites, a capped site gets at most its cap, and its shards above the cap leave through
+drains. Only when no uncapped site may hold the component at all are the caps lifted, so
+a shard is never left without an owner because of a cap.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from failover.core.fencing import Assignment, Ownership, reassign, set_draining
-from failover.core.placement import handback_batch, place_orphans, target_owners
+from failover.core.placement import above_caps, handback_batch, place_orphans, target_owners
 from failover.core.topology import Topology
 
 
@@ -37,10 +43,12 @@ class SiteView:
 
 @dataclass(frozen=True)
 class PlacementPolicy:
-    """Operator choices: batch size of planned moves, components pinned to one site."""
+    """Operator choices: batch size of planned moves, components pinned to one site, and
+    sites capped to at most N shards of each component (a canary's partial undrain)."""
 
     handback_batch_size: int = 4
     pinned: Mapping[str, str] = field(default_factory=dict)
+    caps: Mapping[str, int] = field(default_factory=dict)
 
 
 class DecisionKind(StrEnum):
@@ -91,6 +99,7 @@ def decide_component(
 ) -> Decision | None:
     c = current.component
     weights = {s: topology.weight(s) for s in topology.workers}
+    caps = policy.caps
     serving = [s for s in topology.workers if site_serves(views.get(s), c)]
     placeable = [s for s in serving if site_placeable(views[s], c, policy)]
     stable = [s for s in placeable if c in views[s].components_stable]
@@ -98,8 +107,8 @@ def decide_component(
 
     orphans = [i for i, a in enumerate(current.shards) if not grant_valid(a, views, c)]
     if orphans:
-        targets = stable or placeable or serving
-        moves = place_orphans(owners, orphans, targets, weights)
+        targets = _orphan_targets(stable, placeable, serving, caps)
+        moves = place_orphans(owners, orphans, targets, weights, caps=caps)
         if not moves:
             return None
         kind = DecisionKind.INITIAL if current.max_epoch == 0 else DecisionKind.FAILOVER
@@ -107,18 +116,24 @@ def decide_component(
         reason = f"{len(moves)} shard(s) without a live owner (was: {', '.join(gone)})"
         return _grant(current, moves, views, kind, reason, trace_id)
 
+    # Planned moves go to stable sites; to capped ones beyond their cap only when no
+    # uncapped site may hold the component at all (not while one is in hold-off).
+    receivers = stable if _uncapped(stable, caps) or not _uncapped(placeable, caps) else []
     draining = [i for i, a in enumerate(current.shards) if a.draining]
     if draining:
-        return _finish_drains(current, draining, owners, views, stable, weights, trace_id)
+        return _finish_drains(current, draining, owners, views, receivers, weights, caps, trace_id)
 
-    if set(stable) != set(placeable) or not stable:
+    if not receivers:
+        return None
+    if set(stable) != set(placeable):
         # Someone is still in hold-off: only move work off sites that must give it up.
-        must_leave = [i for i, o in enumerate(owners) if o not in placeable]
-        if not stable or not must_leave:
-            return None
-        batch = must_leave[: policy.handback_batch_size]
+        must_leave = {i for i, o in enumerate(owners) if o not in placeable}
+        if _uncapped(receivers, caps):
+            must_leave.update(above_caps(owners, caps))
+        batch = sorted(must_leave)[: policy.handback_batch_size]
     else:
-        batch = list(handback_batch(owners, stable, weights, batch_size=policy.handback_batch_size))
+        size = policy.handback_batch_size
+        batch = list(handback_batch(owners, receivers, weights, batch_size=size, caps=caps))
     if not batch:
         return None
     return Decision(
@@ -126,8 +141,32 @@ def decide_component(
         DecisionKind.DRAIN,
         set_draining(current, batch, draining=True),
         tuple(batch),
-        f"drain {len(batch)} shard(s) towards an even split over {', '.join(stable)}",
+        f"drain {len(batch)} shard(s) towards an even split over {', '.join(receivers)}"
+        + _caps_note(receivers, caps),
     )
+
+
+def _uncapped(sites: Sequence[str], caps: Mapping[str, int]) -> list[str]:
+    return [s for s in sites if s not in caps]
+
+
+def _orphan_targets(
+    stable: Sequence[str],
+    placeable: Sequence[str],
+    serving: Sequence[str],
+    caps: Mapping[str, int],
+) -> Sequence[str]:
+    """Where orphans go: stable sites before those in hold-off, but an uncapped site in
+    hold-off before capped sites alone; drained sites only when nothing else serves."""
+    for sites in (stable, placeable):
+        if _uncapped(sites, caps):
+            return sites
+    return stable or placeable or serving
+
+
+def _caps_note(sites: Sequence[str], caps: Mapping[str, int]) -> str:
+    capped = [f"{s} at most {caps[s]}" for s in sites if s in caps]
+    return f" (canary: {', '.join(capped)})" if capped and _uncapped(sites, caps) else ""
 
 
 def _finish_drains(
@@ -135,8 +174,9 @@ def _finish_drains(
     draining: Sequence[int],
     owners: list[str | None],
     views: Mapping[str, SiteView],
-    stable: Sequence[str],
+    receivers: Sequence[str],
     weights: Mapping[str, float],
+    caps: Mapping[str, int],
     trace_id: str,
 ) -> Decision | None:
     c = current.component
@@ -145,8 +185,8 @@ def _finish_drains(
     ]
     moves: dict[int, str] = {}
     cancel: list[int] = []
-    if stable:
-        target = target_owners(owners, stable, weights)
+    if receivers:
+        target = target_owners(owners, receivers, weights, caps=caps)
         for i in acked:
             if target[i] == owners[i]:
                 cancel.append(i)  # the even split changed meanwhile: keep it where it is
@@ -158,12 +198,16 @@ def _finish_drains(
         reason = f"transfer {len(moves)} drained shard(s)"
         return _grant(current, moves, views, DecisionKind.TRANSFER, reason, trace_id)
     if cancel:
+        if receivers:
+            why = "the even split changed; cancel the drain of shards that stay"
+        else:  # nobody stable, or only canary sites while an uncapped one is in hold-off
+            why = "no stable site may take the drained shards now; cancel the drain"
         return Decision(
             c,
             DecisionKind.CANCEL_DRAIN,
             set_draining(current, cancel, draining=False),
             tuple(cancel),
-            "no stable site to take drained shards; cancel the drain",
+            why,
         )
     return None
 

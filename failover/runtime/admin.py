@@ -1,7 +1,8 @@
-"""The operator's choices (drain, switchover, rebalance) and the decision history, in the store.
+"""The operator's choices (drain, canary, switchover, rebalance) and the decision history.
 
 The operator's desired state is one document, ``admin/policy`` (``AdminPolicy``): the
-sites drained of all work and the components pinned to one site. Every operation here
+sites drained of all work, the sites limited to a canary share, and the components pinned
+to one site. Every operation here
 reads it, checks the change against the topology and the sites' leases, and writes it
 back by compare-and-set, retrying a bounded number of times when someone else wrote in
 between. The leading controller reads it every decision round and applies it
@@ -9,9 +10,14 @@ between. The leading controller reads it every decision round and applies it
 live owner's shard moves only through drain -> acknowledge -> transfer under a new epoch,
 a bounded batch per component at a time, so no shard ever has two owners.
 
-- ``drain(site)``: the site gets no work; its shards move to the other worker site.
-- ``undrain(site)``: the site may hold work again; the hand-back evens the split out once
-  the site is stable past its hold-off.
+- ``drain(site)``: the site gets no work; its shards move to the other worker site (a
+  canary limit of the site is replaced by the drain).
+- ``canary(site, n)``: a partial undrain: the site may hold at most ``n`` shards of each
+  component, so a little live traffic passes it while the rest stays on the other site;
+  once it is stable past its hold-off it gets them (drain -> acknowledge -> transfer),
+  and any it holds above ``n`` move away the same way.
+- ``undrain(site)``: the site may hold work again, all of it (a drain or a canary limit
+  is lifted); the hand-back evens the split out once the site is stable past its hold-off.
 - ``switchover(component, to_site)``: pin the component to a site; all its shards move
   there (and stay, even if the other site would be less loaded).
 - ``rebalance()``: clear every pin. Each component then spreads evenly over the worker
@@ -28,12 +34,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from failover.core.agent import LeaseRecord
 from failover.core.controller import PlacementPolicy
 from failover.core.fencing import Ownership
-from failover.core.placement import moves_to, target_owners
+from failover.core.placement import above_caps, moves_to, target_owners
 from failover.core.topology import Topology
 from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreError
 from failover.runtime.documents import (
@@ -91,8 +97,9 @@ def effective_policy(
 ) -> tuple[frozenset[str], PlacementPolicy, list[str]]:
     """The drained worker sites and the placement policy the controller applies.
 
-    Pins are merged over ``base``'s (the operator's win). Entries naming a site that is not
-    a worker or an unknown component are ignored and listed, never guessed at.
+    Pins are merged over ``base``'s (the operator's win), and so are the canary limits
+    (``caps``). Entries naming a site that is not a worker or an unknown component are
+    ignored and listed, never guessed at.
     """
     ignored: list[str] = []
     drained = set()
@@ -109,7 +116,15 @@ def effective_policy(
             ignored.append(f"pin of {component} to {site!r}, not a worker site")
         else:
             pinned[component] = site
-    return frozenset(drained), replace(base, pinned=pinned), ignored
+    caps = dict(base.caps)
+    for site, shards in admin.canary.items():
+        if not topology.is_worker(site):
+            ignored.append(f"canary of site {site!r}, not a worker site")
+        elif site in drained:
+            ignored.append(f"canary of site {site}, which is drained")
+        else:
+            caps[site] = shards
+    return frozenset(drained), replace(base, pinned=pinned, caps=caps), ignored
 
 
 # -- changing --------------------------------------------------------------------------------
@@ -127,14 +142,15 @@ def drain(
 ) -> PolicyChange:
     """Take every shard away from ``site`` (batch by batch) and give it none until undrained.
 
-    ValueError for an unknown or witness site; ``Refused`` when no other worker site is
-    alive and not drained (the work would have nowhere to go), or when a component is
-    pinned to ``site``.
+    A canary limit of ``site`` is lifted (drained is less than any canary). ValueError for
+    an unknown or witness site; ``Refused`` when no other worker site is alive, not drained
+    and not limited to a canary (the work would have nowhere to go), or when a component
+    is pinned to ``site``.
     """
     _check_worker(topology, site)
 
     def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
-        if site in policy.drained_sites:
+        if site in policy.drained_sites and site not in policy.canary:
             return policy
         pins = sorted(c for c, s in policy.pinned.items() if s == site)
         if pins:
@@ -144,13 +160,14 @@ def drain(
                 f"{'them' if len(pins) > 1 else 'it'} to {' or '.join(others)} first, or clear "
                 "every pin with 'bfm rebalance'"
             )
-        rest = [w for w in topology.workers if w != site and w not in policy.drained_sites]
-        if not any(w in facts.alive for w in rest):
+        if not _others_take_all(site, policy, facts, topology):
             why = "; ".join(_why_not(w, policy, facts) for w in topology.workers if w != site)
             raise Refused(
                 f"cannot drain {site}: it is the last worker site that could serve ({why})"
             )
-        return replace(policy, drained_sites=tuple(sorted({*policy.drained_sites, site})))
+        canary = {s: n for s, n in policy.canary.items() if s != site}
+        drained = tuple(sorted({*policy.drained_sites, site}))
+        return replace(policy, drained_sites=drained, canary=canary)
 
     return _change(
         store,
@@ -175,12 +192,14 @@ def undrain(
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
 ) -> PolicyChange:
-    """Let ``site`` hold work again; the split evens out after its hold-off."""
+    """Let ``site`` hold work again, all of it (a drain or a canary limit is lifted); the
+    split evens out after its hold-off."""
     _check_worker(topology, site)
 
     def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
         kept = tuple(s for s in policy.drained_sites if s != site)
-        return replace(policy, drained_sites=kept)
+        canary = {s: n for s, n in policy.canary.items() if s != site}
+        return replace(policy, drained_sites=kept, canary=canary)
 
     return _change(
         store,
@@ -191,7 +210,64 @@ def undrain(
         changed_by,
         reason,
         attempts,
-        unchanged=f"site {site} is not drained",
+        unchanged=f"site {site} is neither drained nor limited to a canary",
+    )
+
+
+def canary(
+    store: CoordinationStore,
+    site: str,
+    shards_per_component: int,
+    *,
+    topology: Topology,
+    clock: Clock,
+    changed_by: str = "operator",
+    reason: str = "",
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> PolicyChange:
+    """A partial undrain: ``site`` may hold at most ``shards_per_component`` shards of each
+    component, the rest stays on (or moves to) the other worker sites.
+
+    The site leaves the drained sites; undrain lifts the limit, drain replaces it. The
+    shards come to it once it is stable past its hold-off, and any it holds above the
+    limit move away, both through drains. ValueError for an unknown or witness site or a
+    count that is not an integer >= 1; ``Refused`` when a component is pinned to ``site``
+    (the pin would hold all its shards there), or when no other worker site is alive, not
+    drained and not itself a canary (the rest of the work would have nowhere to go).
+    """
+    _check_worker(topology, site)
+    n = shards_per_component
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"a canary's shards per component must be an integer >= 1, got {n!r}")
+
+    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+        if policy.canary.get(site) == n and site not in policy.drained_sites:
+            return policy
+        pins = sorted(c for c, s in policy.pinned.items() if s == site)
+        if pins:
+            raise Refused(
+                f"cannot limit {site} to a canary: {', '.join(pins)} pinned to it; clear "
+                "every pin with 'bfm rebalance' first"
+            )
+        if not _others_take_all(site, policy, facts, topology):
+            why = "; ".join(_why_not(w, policy, facts) for w in topology.workers if w != site)
+            raise Refused(
+                f"cannot limit {site} to a canary: no other worker site could take the rest "
+                f"of the work ({why}); undrain it fully with 'bfm undrain {site}' instead"
+            )
+        drained = tuple(s for s in policy.drained_sites if s != site)
+        return replace(policy, drained_sites=drained, canary={**policy.canary, site: n})
+
+    return _change(
+        store,
+        f"canary {site} at {n} shard(s) per component",
+        edit,
+        topology,
+        clock,
+        changed_by,
+        reason,
+        attempts,
+        unchanged=f"site {site} is already limited to a canary of {n} shard(s) per component",
     )
 
 
@@ -221,6 +297,12 @@ def switchover(
             raise Refused(
                 f"cannot switch {component} to {to_site}: site {to_site} is drained; "
                 f"undrain it first ('bfm undrain {to_site}')"
+            )
+        if to_site in policy.canary:
+            raise Refused(
+                f"cannot switch {component} to {to_site}: site {to_site} is limited to a "
+                f"canary of {policy.canary[to_site]} shard(s) per component; undrain it "
+                f"fully first ('bfm undrain {to_site}')"
             )
         if to_site not in facts.alive:
             why = _why_not(to_site, policy, facts)
@@ -280,9 +362,21 @@ def _check_worker(topology: Topology, site: str) -> None:
         )
 
 
+def _others_take_all(site: str, policy: AdminPolicy, facts: _Facts, topology: Topology) -> bool:
+    """Another worker site is alive and may hold any amount of work (not drained, no
+    canary)."""
+    return any(
+        w != site and w in facts.alive and w not in policy.drained_sites and w not in policy.canary
+        for w in topology.workers
+    )
+
+
 def _why_not(site: str, policy: AdminPolicy, facts: _Facts) -> str:
     if site in policy.drained_sites:
         return f"{site} is drained"
+    if site in policy.canary:
+        n = policy.canary[site]
+        return f"{site} is limited to a canary of {n} shard(s) per component"
     if site not in facts.alive:
         return f"{site} is not alive (no fresh lease)"
     return f"{site} is alive"
@@ -342,10 +436,19 @@ def _change(
 
 def _describe(action: str, before: AdminPolicy, after: AdminPolicy) -> str:
     parts = []
-    for site in sorted(set(after.drained_sites) - set(before.drained_sites)):
-        parts.append(f"site {site} drained")
-    for site in sorted(set(before.drained_sites) - set(after.drained_sites)):
-        parts.append(f"site {site} undrained")
+    sites = {*before.drained_sites, *after.drained_sites, *before.canary, *after.canary}
+    for site in sorted(sites):
+        was_drained, now_drained = site in before.drained_sites, site in after.drained_sites
+        had, has = before.canary.get(site), after.canary.get(site)
+        if now_drained and not was_drained:
+            parts.append(f"site {site} drained")
+        elif was_drained and not now_drained:
+            canary = f" to a canary of {has} shard(s) per component" if has else ""
+            parts.append(f"site {site} undrained{canary}")
+        elif has is not None and had != has:
+            parts.append(f"site {site} limited to a canary of {has} shard(s) per component")
+        elif had is not None and has is None:
+            parts.append(f"site {site} undrained fully (canary of {had} lifted)")
     for component in sorted(set(before.pinned) | set(after.pinned)):
         was, now = before.pinned.get(component), after.pinned.get(component)
         if was != now:
@@ -395,16 +498,24 @@ class Outlook:
     moves: Mapping[tuple[str, str], int]  # (from site or "-", to site) -> shards
     stuck: Mapping[str, str]  # component -> why it cannot move now
     batch_size: int
+    canary: Mapping[str, int] = field(default_factory=dict)  # site -> its limit per component
 
     def sentence(self) -> str:
+        limits = ", ".join(
+            f"{site} holds at most {n} shard(s) per component (canary)"
+            for site, n in sorted(self.canary.items())
+        )
         if not self.moves and not self.stuck:
-            return "nothing moves: the placement already fits"
+            text = "nothing moves: the placement already fits"
+            return f"{text}; {limits}" if limits else text
         parts = [
             f"{n} shard(s) move {src} -> {dst}" for (src, dst), n in sorted(self.moves.items())
         ]
         text = ", ".join(parts)
         if parts:
             text += f", in batches of {self.batch_size} per component (drain, then transfer)"
+        if limits:
+            text = f"{text}; {limits}" if text else limits
         if self.stuck:
             stuck = "; ".join(f"{c}: {why}" for c, why in sorted(self.stuck.items()))
             text = f"{text}; waiting: {stuck}" if text else f"waiting: {stuck}"
@@ -422,8 +533,9 @@ def outlook(
     """Which shards the controller will move under ``admin``, judged from the store now.
 
     The target per component is the even split over the sites that may hold it (alive,
-    running it, not drained, the pin if any), keeping as many shards in place as allowed,
-    as the controller computes it. Timing (hold-offs) is not judged here.
+    running it, not drained, the pin if any), a canary site holding at most its limit,
+    keeping as many shards in place as allowed, as the controller computes it. Timing
+    (hold-offs) is not judged here.
     """
     base = base or PlacementPolicy()
     drained, policy, _ = effective_policy(admin, topology, base)
@@ -453,7 +565,14 @@ def outlook(
             if any(o in drained or (pin is not None and o != pin) for o in owners):
                 stuck[c] = "no site may take it now, so it stays where it is"
             continue
-        for i, dst in moves_to(owners, target_owners(owners, sites, weights)).items():
+        target = target_owners(owners, sites, weights, caps=policy.caps)
+        for i, dst in moves_to(owners, target).items():
             key = (owners[i] or "-", dst)
             moves[key] = moves.get(key, 0) + 1
-    return Outlook(moves, stuck, base.handback_batch_size)
+        if all(w in policy.caps for w in sites) and above_caps(target, policy.caps):
+            stuck[c] = (
+                "no site without a canary limit may take it now, so the canary site holds "
+                "more than its limit"
+            )
+    canary = {s: n for s, n in policy.caps.items() if s not in drained}
+    return Outlook(moves, stuck, base.handback_batch_size, canary)

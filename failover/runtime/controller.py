@@ -5,9 +5,10 @@ Every site runs one; the one holding the leader lease decides. Decisions are
 every controller interval by the caller (the runtime loop, or ``bfm simulate``).
 
 Each decision round also reads the operator's ``admin/policy`` (``failover.runtime.admin``)
-and applies it: drained sites are views with ``admin_drained``, pins are merged over the
-configured ``PlacementPolicy``. Every committed decision is appended to the decision
-history (``events/``); a failed append never holds up the decisions.
+and applies it: drained sites are views with ``admin_drained``; pins and canary limits
+(``caps``) are merged over the configured ``PlacementPolicy``. Every committed decision is
+appended to the decision history (``events/``); a failed append never holds up the
+decisions.
 
 Every decision is one trace (``failover.runtime.decision_trace``: ``self.trace``, which
 also keeps what the controller saw in the site leases for the decision it leads to).
@@ -326,7 +327,11 @@ class ControllerRuntime:
             self.admin, self.topology, self.policy
         )
         views = self.views(drained)
-        choices = (drained, tuple(sorted(policy.pinned.items())))
+        choices = (
+            drained,
+            tuple(sorted(policy.pinned.items())),
+            tuple(sorted(policy.caps.items())),
+        )
         inputs = (tuple(revisions.values()), tuple(views.values()), choices)
         if inputs == self.last_inputs:
             return []  # nothing new since the last round, which decided nothing (no span)
@@ -403,6 +408,7 @@ class ControllerRuntime:
     def _admin_note(self) -> str:
         """The operator's choices in force, for the history's reasons ("" when none)."""
         parts = [f"{s} drained" for s in self.admin.drained_sites]
+        parts += [f"{s} canary at {n}" for s, n in sorted(self.admin.canary.items())]
         parts += [f"{c} pinned to {s}" for c, s in sorted(self.admin.pinned.items())]
         return f" (operator: {', '.join(parts)})" if parts else ""
 

@@ -141,7 +141,7 @@ class LeaderMetrics:
                 and site_placeable(v, c, policy)
             ]
             owners = [a.owner for a in ownership.shards]
-            target = target_owners(owners, live, weights) if live else owners
+            target = target_owners(owners, live, weights, caps=policy.caps) if live else owners
             for s in workers:
                 self.set(telemetry.SHARDS_OWNED, counts.get(s, 0), s, c)
                 orphaned = any(

@@ -5,7 +5,8 @@ Keys (one JSON document each, ARCHITECTURE.md section 7):
 - ``controller/leader``: the controllers' leader lease ``{holder, term, renew_count}``;
 - ``sites/<site>/lease``: a worker site's lease (``failover.core.agent.LeaseRecord``);
 - ``ownership/<component>``: a component's ownership (``failover.core.fencing.Ownership``);
-- ``admin/policy``: the operator's desired state (``AdminPolicy``: drained sites, pins);
+- ``admin/policy``: the operator's desired state (``AdminPolicy``: drained sites, pins,
+  canary limits);
 - ``events/<sequence>``: the decision history, one ``Event`` per committed decision or
   operator change, the sequence zero-padded so that keys sort in order.
 
@@ -77,15 +78,19 @@ class LeaderRecord:
 
 @dataclass(frozen=True)
 class AdminPolicy:
-    """The operator's desired state: sites drained of all work, components pinned to a site.
+    """The operator's desired state: sites drained of all work, components pinned to a site,
+    sites limited to a canary of at most N shards per component.
 
     The controller applies it on top of its configured ``PlacementPolicy``: a drained site
-    gets no work (its shards move away batch by batch through drains), and a pinned
-    component's shards all move to its site. No pins and no drained site is the default.
+    gets no work (its shards move away batch by batch through drains), a pinned
+    component's shards all move to its site, and a canary site (a partial undrain) holds
+    at most its N shards of each component (``PlacementPolicy.caps``). No pins, no drained
+    and no canary site is the default; a site is never both drained and a canary.
     """
 
     drained_sites: tuple[str, ...] = ()
     pinned: Mapping[str, str] = field(default_factory=dict)
+    canary: Mapping[str, int] = field(default_factory=dict)
     changed_by: str = ""
     changed_at_wall_s: float = 0.0
     reason: str = ""
@@ -94,15 +99,18 @@ class AdminPolicy:
         return {
             "drained_sites": sorted(self.drained_sites),
             "pinned": dict(sorted(self.pinned.items())),
+            "canary": dict(sorted(self.canary.items())),
             "changed_by": self.changed_by,
             "changed_at_wall_s": self.changed_at_wall_s,
             "reason": self.reason,
         }
 
     def same_choices(self, other: AdminPolicy) -> bool:
-        """The same drained sites and pins (who changed it, when and why aside)."""
-        return set(self.drained_sites) == set(other.drained_sites) and dict(self.pinned) == dict(
-            other.pinned
+        """The same drained sites, pins and canaries (who changed it, when and why aside)."""
+        return (
+            set(self.drained_sites) == set(other.drained_sites)
+            and dict(self.pinned) == dict(other.pinned)
+            and dict(self.canary) == dict(other.canary)
         )
 
     @staticmethod
@@ -120,6 +128,7 @@ class AdminPolicy:
             raise ValueError(
                 f"field 'pinned' must be an object of component -> site, got {pinned!r}"
             )
+        canary = _canary_from_doc(doc.get("canary", {}), drained)
         changed_by, reason = doc.get("changed_by", ""), doc.get("reason", "")
         for name, value in (("changed_by", changed_by), ("reason", reason)):
             if not isinstance(value, str):
@@ -130,10 +139,32 @@ class AdminPolicy:
         return AdminPolicy(
             drained_sites=tuple(sorted(set(drained))),
             pinned=dict(sorted(pinned.items())),
+            canary=canary,
             changed_by=changed_by,
             changed_at_wall_s=float(at),
             reason=reason,
         )
+
+
+def _canary_from_doc(canary: Any, drained: list[str]) -> dict[str, int]:
+    """``canary``: site -> shards per component (an integer >= 1), no site also drained."""
+    if not isinstance(canary, Mapping) or not all(isinstance(s, str) and s for s in canary):
+        raise ValueError(
+            f"field 'canary' must be an object of site -> shards per component, got {canary!r}"
+        )
+    for site, shards in canary.items():
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+            raise ValueError(
+                f"field 'canary': site {site}'s shards per component must be an integer "
+                f">= 1, got {shards!r}"
+            )
+    both = sorted(set(canary) & set(drained))
+    if both:
+        raise ValueError(
+            f"site(s) {', '.join(both)} both drained and limited to a canary; a site is "
+            "one or the other ('bfm undrain SITE' clears both)"
+        )
+    return dict(sorted(canary.items()))
 
 
 @dataclass(frozen=True)

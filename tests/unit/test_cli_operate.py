@@ -226,3 +226,56 @@ def test_watch_refreshes_count_times(system: System) -> None:
     assert result.exit_code == 0, result.output
     assert "shards per site" in result.output
     assert "refresh every 0 s" in result.output
+
+
+def test_undrain_with_canary_is_a_partial_undrain(
+    system: System, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bfm(capsys, "drain", "a", f"--store={system.url}")[0] == 0
+    system.run(5.0)
+    code, out, err = bfm(capsys, "undrain", "a", "--canary", "1", f"--store={system.url}")
+    assert (code, err) == (0, "")
+    assert out.startswith(
+        "site a undrained to a canary of 1 shard(s) per component. Next: 6 shard(s) move "
+        "b -> a, in batches of 4 per component (drain, then transfer); a holds at most 1 "
+        "shard(s) per component (canary)."
+    )
+    system.run(5.0)
+    assert all(n == {"a": 1, "b": SHARDS - 1} for n in system.counts().values())
+
+    code, out, _ = bfm(capsys, "status", f"--store={system.url}")
+    line = "operator: drained sites: none; pinned: none; canary (shards per component): a at most 1"
+    assert line in " ".join(out.split())
+    code, out, _ = bfm(capsys, "status", f"--store={system.url}", "--json")
+    assert json.loads(out)["admin"]["canary"] == {"a": 1}
+
+    code, out, _ = bfm(capsys, "undrain", "a", "--canary=1", f"--store={system.url}", "--json")
+    data = json.loads(out)
+    assert code == 0 and not data["changed"]
+    assert data["summary"] == "site a is already limited to a canary of 1 shard(s) per component"
+
+    code, out, _ = bfm(capsys, "undrain", "a", f"--store={system.url}")
+    assert code == 0
+    assert out.startswith("site a undrained fully (canary of 1 lifted). Next: 6 shard(s) move")
+    system.run(5.0)
+    assert all(n == {"a": 2, "b": 2} for n in system.counts().values())
+
+
+def test_undrain_with_canary_refusals_and_bad_counts(
+    system: System, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = bfm(capsys, "undrain", "a", "--canary", "0", f"--store={system.url}")
+    assert code == 2 and "--canary" in err
+    code, _, err = bfm(capsys, "undrain", "w", "--canary", "1", f"--store={system.url}")
+    assert code == 2 and "witness" in err
+    assert bfm(capsys, "drain", "b", f"--store={system.url}")[0] == 0
+    code, _, err = bfm(capsys, "undrain", "a", "--canary", "1", f"--store={system.url}")
+    assert code == 1
+    assert err.startswith(
+        "bfm: cannot limit a to a canary: no other worker site could take the rest of the "
+        "work (b is drained)"
+    )
+    code, _, err = bfm(capsys, "undrain", "b", "--canary", "1", f"--store={system.url}")
+    assert code == 0
+    code, _, err = bfm(capsys, "switchover", "eap", "--to", "b", f"--store={system.url}")
+    assert code == 1 and "site b is limited to a canary of 1 shard(s) per component" in err

@@ -12,7 +12,7 @@ from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.cli.main import run
-from failover.cli.status import instances_line, read_status
+from failover.cli.status import admin_line, instances_line, read_status
 from failover.core.topology import default_topology
 from failover.runtime import admin
 from failover.runtime.documents import ADMIN_POLICY_KEY, lease_key, ownership_key
@@ -105,6 +105,16 @@ def test_status_shows_the_operators_choices_and_the_latest_events() -> None:
     assert got is not None
     store.compare_and_set(ADMIN_POLICY_KEY, {"pinned": []}, expected_revision=got.revision)
     assert "pinned" in read_status(store, now_wall_s=clock.wall())["admin"]["damaged"]
+
+
+def test_the_operator_line_shows_a_canary_only_when_there_is_one() -> None:
+    plain = admin_line({"drained_sites": ["b"], "pinned": {}, "canary": {}})
+    assert plain == "operator: drained sites: b; pinned: none"
+    canary = admin_line({"drained_sites": [], "pinned": {"eap": "b"}, "canary": {"a": 2}})
+    assert canary == (
+        "operator: drained sites: none; pinned: eap -> b; canary (shards per component): "
+        "a at most 2"
+    )
 
 
 def test_bfm_status_finds_the_store_through_the_run_directory(
