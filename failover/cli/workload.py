@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from failover.cli.errors import UsageError
+from failover.core.versions import DEFAULT_VERSION, check_version
 
 ROUTING_REFRESH_S = 0.5
 
@@ -39,12 +40,24 @@ def component_run(
     run_dir: Annotated[
         str, typer.Option(help="The run directory (endpoints.json, grants, ledgers).")
     ],
+    version: Annotated[
+        str,
+        typer.Option(
+            help="The version this instance runs, reported with its health on the site's "
+            "liveness ping (build metadata +fail-after-ready: a test version that refuses "
+            "every message once it is ready)."
+        ),
+    ] = DEFAULT_VERSION,
 ) -> None:
     """Run one module (and, for backbone, the site's router) until SIGTERM/SIGINT."""
     from failover.adapters.store_url import open_store
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
     from failover.workload import component_process
 
+    try:
+        check_version(version)
+    except ValueError as err:
+        raise UsageError(f"--version: {err}") from None
     endpoints = _endpoints(run_dir)
     site = site.lower()
     mine = endpoints.sites.get(site)
@@ -63,6 +76,7 @@ def component_run(
             run_dir=Path(run_dir),
             store=store,
             fencing_enabled=not fencing_disabled(),
+            version=version,
         )
     finally:
         store.close()

@@ -72,12 +72,13 @@ class ComponentHealth:
             raise ValueError(f"a health report must be an object, got {type(doc).__name__}")
         version = check_version(doc.get("version"))  # type: ignore[arg-type]
         counts = doc.get("latency_counts", [])
-        numbers = [doc.get("handled", 0), doc.get("errors", 0), *counts]
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
-            raise ValueError("handled, errors and latency_counts must be integers >= 0")
         if not isinstance(counts, list) or len(counts) != len(LATENCY_BOUNDS_S) + 1:
             raise ValueError(f"latency_counts must list {len(LATENCY_BOUNDS_S) + 1} buckets")
-        return ComponentHealth(version, int(doc["handled"]), int(doc["errors"]), tuple(counts))
+        handled, errors = doc.get("handled", 0), doc.get("errors", 0)
+        numbers = [handled, errors, *counts]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+            raise ValueError("handled, errors and latency_counts must be integers >= 0")
+        return ComponentHealth(version, int(handled), int(errors), tuple(counts))
 
     def minus(self, earlier: ComponentHealth) -> ComponentHealth:
         """The growth since ``earlier`` (of the same process: counters only grow; a

@@ -1,8 +1,14 @@
 """Liveness of a site's components, probed in the background by an application-level ping.
 
 A TCP connect is not enough (a paused process's kernel still accepts connections): each
-component must answer ``{"ping": true}`` with ``{"pong": true}`` within ``timeout_s``.
-Results are kept per component and read without blocking by the site agent's probe.
+component must answer ``{"ping": true}`` with one line ``{"pong": true, ...}`` within
+``timeout_s``. Results are kept per component and read without blocking by the site
+agent's probe.
+
+The reference components' pong carries their version and counters
+(``{"pong": true, "health": <ComponentHealth.to_doc()>}``); ``ComponentProbes.health``
+keeps the last valid one per component. A pong without health, or with a malformed one,
+still counts as alive: liveness never depends on the health report.
 
 A refused connection means nobody listens any more: the process is gone (``exited``), and
 the agent takes it down at once. A ping that is not answered in time may be a paused or
@@ -15,7 +21,10 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Mapping
+
+from failover.core.versions import ComponentHealth
 
 OK, REFUSED, UNANSWERED = "ok", "refused", "unanswered"
 PROBE_TIMEOUT_S = 0.25
@@ -23,20 +32,60 @@ PROBE_TIMEOUT_S = 0.25
 host (three etcd members and twenty processes in the partition runs): busy routers missed
 three pings in a row, were taken down, and their shards moved back and forth. A hung
 component is now down after about a second (three misses, probes every 0.1 s)."""
+MAX_ANSWER_BYTES = 8 * 1024
+"""The longest answer line read; a pong with its health is a few hundred bytes."""
+
+
+def ping_answer(
+    address: tuple[str, int], *, timeout_s: float
+) -> tuple[str, ComponentHealth | None]:
+    """(``ok``, ``refused`` or ``unanswered``; the health the pong carried, or None when it
+    carried none or a malformed one). ``timeout_s`` bounds the connect, then the answer."""
+    try:
+        with socket.create_connection(address, timeout=timeout_s) as conn:
+            conn.sendall(b'{"ping": true}\n')
+            answer = json.loads(_read_line(conn, timeout_s=timeout_s))
+    except ConnectionRefusedError:
+        return REFUSED, None
+    except (OSError, ValueError):
+        return UNANSWERED, None
+    if not isinstance(answer, dict) or answer.get("pong") is not True:
+        return UNANSWERED, None
+    return OK, _health_of(answer.get("health"))
 
 
 def ping_state(address: tuple[str, int], *, timeout_s: float) -> str:
     """``ok``, ``refused`` (nothing listens: the process is gone) or ``unanswered``."""
+    return ping_answer(address, timeout_s=timeout_s)[0]
+
+
+def _read_line(conn: socket.socket, *, timeout_s: float) -> bytes:
+    """The first line of the answer (without its newline), read within ``timeout_s``;
+    ValueError when none ends within ``MAX_ANSWER_BYTES``. A peer that closes after part
+    of a line gives that part (which then fails to parse)."""
+    deadline_s = time.monotonic() + timeout_s
+    data = b""
+    while b"\n" not in data:
+        if len(data) > MAX_ANSWER_BYTES:
+            raise ValueError(f"no answer line within {MAX_ANSWER_BYTES} bytes")
+        remaining_s = deadline_s - time.monotonic()
+        if remaining_s <= 0:
+            raise TimeoutError(f"no whole answer line in {timeout_s} s")
+        conn.settimeout(remaining_s)
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0]
+
+
+def _health_of(doc: object) -> ComponentHealth | None:
+    if not isinstance(doc, Mapping):
+        return None  # none reported (or not an object): alive all the same
     try:
-        with socket.create_connection(address, timeout=timeout_s) as conn:
-            conn.settimeout(timeout_s)
-            conn.sendall(b'{"ping": true}\n')
-            answer = conn.recv(256)
-        return OK if json.loads(answer.split(b"\n", 1)[0]).get("pong") is True else UNANSWERED
-    except ConnectionRefusedError:
-        return REFUSED
-    except (OSError, ValueError, AttributeError):
-        return UNANSWERED
+        return ComponentHealth.from_doc(doc)
+    except (ValueError, TypeError, KeyError):  # a bad report must not cost the liveness
+        return None
 
 
 def ping(address: tuple[str, int], *, timeout_s: float) -> bool:
@@ -56,6 +105,7 @@ class ComponentProbes:
         self.addresses = dict(addresses)
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self._state = dict.fromkeys(self.addresses, REFUSED)
+        self._health: dict[str, ComponentHealth] = {}
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._loop, args=(c,), name=f"probe-{c}", daemon=True)
@@ -79,8 +129,17 @@ class ComponentProbes:
         """Whether the last ping found nobody listening (the process is gone)."""
         return self._state.get(component, OK) == REFUSED
 
+    def health(self, component: str) -> ComponentHealth | None:
+        """The last valid health the component's pong carried (its version and counters),
+        None until one came. It is kept when later pongs carry none or a malformed one, and
+        when the component stops answering: read ``alive`` for whether it runs now."""
+        return self._health.get(component)
+
     def _loop(self, component: str) -> None:
         address = self.addresses[component]
         while not self._stop.is_set():
-            self._state[component] = ping_state(address, timeout_s=self.timeout_s)
+            state, health = ping_answer(address, timeout_s=self.timeout_s)
+            if health is not None:
+                self._health[component] = health
+            self._state[component] = state
             self._stop.wait(self.interval_s)

@@ -7,7 +7,11 @@ the router's metrics say ``component="router"``): when a component's ownership d
 names a new controller decision (its trace id changed), the router of a backbone process
 records a short ``bfm.reroute`` span in that decision's trace and logs it (logger
 ``bfm.router``), and each module logs once that it applies the decision of its own
-component (logger ``bfm.module``); both lines carry the decision's trace id."""
+component (logger ``bfm.module``); both lines carry the decision's trace id.
+
+The process runs one ``version`` (``bfm component run --version``): its module and router
+report it, and the module answers the site agent's ping with the health of the whole
+process (its counters and the router's, summed: ``ModuleService.health_parts``)."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from bfm_observe.propagation import context_of
 from failover import telemetry
 from failover.core.fencing import EpochFence, Ownership
+from failover.core.versions import DEFAULT_VERSION
 from failover.ports import CoordinationStore, StoreError
 from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
 from failover.runtime.grants import GrantsReader, grants_path
@@ -220,6 +225,7 @@ async def serve(
     store: CoordinationStore,
     fencing_enabled: bool,
     stop: asyncio.Event,
+    version: str = DEFAULT_VERSION,
 ) -> None:
     endpoints = Endpoints.load(run_dir)
     mine = endpoints.sites[site]
@@ -242,6 +248,7 @@ async def serve(
         wall=time.time,
         fencing_enabled=fencing_enabled,
         decision_of=cached.decision,
+        version=version,
     )
     await module.start(*mine.modules[component])
     router = None
@@ -250,7 +257,9 @@ async def serve(
             site,
             owners=lambda: watch.current,
             modules={s: e.modules for s, e in endpoints.sites.items() if e.modules},
+            version=version,
         )
+        module.health_parts.append(router.health)  # the site's ping reports the process
         await router.start(*mine.router)
 
     workers = tuple(sorted(s for s, e in endpoints.sites.items() if e.modules))
@@ -291,7 +300,13 @@ def stop_telemetry(started: bool) -> None:
 
 
 def run(
-    site: str, component: str, *, run_dir: Path, store: CoordinationStore, fencing_enabled: bool
+    site: str,
+    component: str,
+    *,
+    run_dir: Path,
+    store: CoordinationStore,
+    fencing_enabled: bool,
+    version: str = DEFAULT_VERSION,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -305,6 +320,7 @@ def run(
             store=store,
             fencing_enabled=fencing_enabled,
             stop=stop,
+            version=version,
         )
 
     started = start_telemetry(component, site, run_dir)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from failover.adapters.local_platform import child_setup, read_instances
 from failover.core.topology import Topology
+from failover.runtime.site_versions import EXIT_REBOOT
 from failover.workload.endpoints import Endpoints, allocate, allocate_per_site
 
 
@@ -76,6 +77,17 @@ class Launcher:
                 env=self.env,
                 preexec_fn=child_setup(),  # noqa: PLW1509 - the run dies with its launcher
             )
+
+    def restart_rebooted(self) -> list[str]:
+        """Start again every site process that ended with ``EXIT_REBOOT`` (an OS update
+        took it down: the "machine" comes back up); the sites restarted."""
+        restarted = []
+        for site in self.topology.site_names:
+            proc = self.procs.get(f"site-{site}")
+            if proc is not None and proc.poll() == EXIT_REBOOT:
+                self.start_site(site)
+                restarted.append(site)
+        return restarted
 
     def site_pid(self, site: str) -> int | None:
         proc = self.procs.get(f"site-{site}")

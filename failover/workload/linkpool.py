@@ -35,11 +35,13 @@ class Link:
         probe: bytes | None = None,
         probe_interval_s: float = 0.1,
     ) -> None:
-        """``probe``: a request line the peer answers with ``pong`` when it is serving (a
-        circuit breaker). After a timeout the link then fails at once, instead of sending
-        more work to a peer that stopped answering (a paused process's kernel still accepts
-        connections, and every request would wait out the timeout again), and it probes
-        the peer every ``probe_interval_s`` on a connection of its own until it answers."""
+        """``probe``: a request line the peer answers with a line holding ``pong`` when it
+        is serving (a circuit breaker; a module's pong carries its health too, a few
+        hundred bytes: the whole line is read, up to the stream's 64 KiB limit). After a
+        timeout the link then fails at once, instead of sending more work to a peer that
+        stopped answering (a paused process's kernel still accepts connections, and every
+        request would wait out the timeout again), and it probes the peer every
+        ``probe_interval_s`` on a connection of its own until it answers."""
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.probe, self.probe_interval_s = probe, probe_interval_s
         self._prober: asyncio.Task[None] | None = None
@@ -181,7 +183,7 @@ class Link:
                 answer = await asyncio.wait_for(reader.readline(), self.timeout_s)
                 if b"pong" in answer:
                     return
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError, ValueError):  # ValueError: a line over the limit
                 pass
             finally:
                 if writer is not None:

@@ -5,11 +5,15 @@ Counters are tallied per batch in a dict and added to prometheus-client once per
 that. Latency histograms keep their children per kind (``Latency``) and take a batch of
 equal latencies in one step (``observe_many``: a module commits a batch at one moment).
 Exemplars carry the trace id of a sampled message, as ``bfm_observe`` does.
+
+``HealthCounters`` keep what a component reports of itself on the site's liveness ping
+(``failover.core.versions.ComponentHealth``), as plain integers added to per batch.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry import trace
@@ -20,6 +24,7 @@ from prometheus_client.samples import Exemplar
 from bfm_observe.propagation import is_sampled
 from bfm_observe.tracing import exemplar
 from failover import telemetry
+from failover.core.versions import LATENCY_BOUNDS_S, ComponentHealth, latency_bucket
 
 __all__ = ["is_sampled"]
 
@@ -35,12 +40,19 @@ REFUSAL_REASONS = frozenset(
         "router-unreachable",
         "ledger-error",
         "bad-answer",
+        "version-error",
     }
 )
 """Every refusal reason the backbone answers with; a label takes these or ``other``."""
 
 STALE_REASONS = frozenset({"stale-epoch", "lease-expired", "not-owner"})
 """Refusals counted as ``bfm_stale_epoch_refusals`` too (work the site may not do now)."""
+
+
+OWN_FAULT_REASONS = frozenset({"version-error", "ledger-error"})
+"""Refusals that are the refusing component's own fault: its health counts them as errors.
+The others are the protocol working (ownership, fencing), the sender's fault (malformed,
+wrong-module) or another component's (unreachable)."""
 
 
 def reason_label(reason: str) -> str:
@@ -143,3 +155,37 @@ def tracing_configured() -> bool:
 
 def default_tracer(tracer: Tracer | None) -> Tracer:
     return tracer if tracer is not None else telemetry.tracer()
+
+
+class HealthCounters:
+    """A component's health counters since it started (``ComponentHealth`` without the
+    version): ``handled`` messages, ``errors`` (``OWN_FAULT_REASONS``), and the handled
+    messages per latency bucket (``LATENCY_BOUNDS_S``, then +Inf). Added to per batch:
+    a batch whose messages finish at one moment costs one bucket lookup."""
+
+    __slots__ = ("errors", "handled", "latency_counts")
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.errors = 0
+        self.latency_counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
+
+    def handled_many(self, n: int, latency_s: float) -> None:
+        """``n`` messages finished, each ``latency_s`` after this process received it."""
+        if n > 0:
+            self.handled += n
+            self.latency_counts[latency_bucket(latency_s)] += n
+
+    def report(self, version: str) -> ComponentHealth:
+        return ComponentHealth(version, self.handled, self.errors, tuple(self.latency_counts))
+
+
+def summed_health(version: str, parts: Iterable[HealthCounters]) -> ComponentHealth:
+    """One process's health: the counters of its parts (module, router) added up."""
+    handled = errors = 0
+    counts = [0] * (len(LATENCY_BOUNDS_S) + 1)
+    for part in parts:
+        handled += part.handled
+        errors += part.errors
+        counts = [a + b for a, b in zip(counts, part.latency_counts, strict=True)]
+    return ComponentHealth(version, handled, errors, tuple(counts))

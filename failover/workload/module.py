@@ -5,6 +5,9 @@ Newline-delimited JSON over TCP, pipelined, one answer per message in order::
     -> {"env": {...envelope...}}
     <- {"id": "m1", "ok": true, "epoch": 12}     (applied, or applied before: retries are safe)
     <- {"id": "m1", "ok": false, "reason": "not-owner"}
+    -> {"ping": true}                               (the site agent's liveness probe)
+    <- {"pong": true, "health": {"version": "1.0.0", "handled": 120, "errors": 0,
+                                 "latency_counts": [118, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]}}
 
 The module is the gate, on the owner's host: it admits a message only under its site's
 published grant for the shard (``failover.runtime.grants``: epoch, valid until a deadline
@@ -13,6 +16,8 @@ live grant (``not-owner``), when a newer epoch is known for the shard (``stale-e
 when the grant ran out or was withdrawn before the ledger commit (``lease-expired``: the
 process was paused in between, or the agent drained or released the shard meanwhile),
 when it is for another module (``wrong-module``) or not a valid envelope (``malformed``).
+A module whose version fails after readiness (``fails_after_ready``: a test build) answers
+pings like any other but refuses every valid envelope (``version-error``).
 Work passes into the ledger in batches (group commit) and is acknowledged only after the
 commit.
 
@@ -30,6 +35,16 @@ refusal reason), ``bfm_message_duration_seconds{kind}`` from admission to the co
 A message whose ``traceparent`` is sampled gets a span ``bfm.apply`` (CONSUMER, child of
 the producer's span) from admission to the commit, linked to the controller decision
 behind the grant it was admitted under (``decision_of``).
+
+Health (``failover.core.versions.ComponentHealth``, answered with each pong for the whole
+process: ``health_parts`` holds the router's counters too in a backbone process):
+``handled`` counts messages acknowledged after the commit (applied or duplicate),
+``errors`` the refusals that are the module's own fault (``OWN_FAULT_REASONS``:
+version-error, ledger-error; not the ownership and fencing refusals). Latency runs on the
+injected monotonic clock from when this process read the message off its connection to
+the commit of its batch. Not from the envelope's ``sent_at``: that is the producer's wall
+clock at the *first* send, so it would charge this module with the producer's retry delays
+(a message refused elsewhere and moved here) and with any clock skew between hosts.
 """
 
 from __future__ import annotations
@@ -46,17 +61,26 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
 from bfm_observe.propagation import context_of, link_to
 from failover import telemetry
 from failover.core.fencing import EpochFence
+from failover.core.versions import (
+    DEFAULT_VERSION,
+    ComponentHealth,
+    check_version,
+    fails_after_ready,
+)
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import GrantExpired, Ledger, LedgerError
 from failover.workload.line_server import LineServer
 from failover.workload.message_metrics import (
+    OWN_FAULT_REASONS,
     STALE_REASONS,
+    HealthCounters,
     Latency,
     Tally,
     default_tracer,
     exemplar_of,
     is_sampled,
     messages,
+    summed_health,
 )
 
 MAX_LINE_BYTES = 70 * 1024
@@ -89,11 +113,18 @@ class ModuleService(LineServer):
         fencing_enabled: bool = True,
         decision_of: Callable[[str], str] | None = None,
         tracer: Tracer | None = None,
+        version: str = DEFAULT_VERSION,
     ) -> None:
         """``decision_of(component)``: the traceparent of the controller decision behind
         the component's current ownership ("" when unknown), for the span link of admitted
-        work. ``tracer``: default BFM's."""
+        work. ``tracer``: default BFM's. ``version``: what this instance runs (reported
+        with its health; ValueError when it is not a valid version)."""
         self.component = component
+        self.version = check_version(version)
+        self._fails_after_ready = fails_after_ready(version)
+        self.health = HealthCounters()
+        self.health_parts: list[HealthCounters] = [self.health]
+        """Counters reported for this process on a ping (add the router's in a backbone)."""
         self.decision_of = decision_of
         self._tracer = default_tracer(tracer)
         self.ledger, self.fence, self.grants = ledger, fence, grants
@@ -108,6 +139,10 @@ class ModuleService(LineServer):
         self._latency = Latency(self.site, component)
         super().__init__()
 
+    def process_health(self) -> ComponentHealth:
+        """What this process reports of itself: its version and its parts' counters."""
+        return summed_health(self.version, self.health_parts)
+
     def check(self, frame: Any) -> tuple[Envelope | None, str | None, str, float]:
         """(stamped envelope, refusal reason or None, id, grant deadline) for one request."""
         if not isinstance(frame, dict):
@@ -118,6 +153,8 @@ class ModuleService(LineServer):
             env = Envelope.from_dict(raw if isinstance(raw, dict) else {})
         except ValueError:
             return None, "malformed", msg_id, 0.0
+        if self._fails_after_ready:
+            return env, "version-error", env.id, 0.0
         if env.component != self.component:
             return env, "wrong-module", env.id, 0.0
         # The cached view may admit (the commit checks it fresh); only a fresh view refuses.
@@ -152,6 +189,7 @@ class ModuleService(LineServer):
 
     async def _answer(self, lines: list[bytes]) -> bytes:
         admitted_s = time.perf_counter()
+        received_s = self._monotonic()  # the health's latency: on the injected clock
         answers: list[dict[str, Any]] = []
         batch: list[tuple[int, Envelope]] = []
         spans: dict[int, Span] = {}  # batch index -> span of a sampled message
@@ -163,7 +201,8 @@ class ModuleService(LineServer):
             except (json.JSONDecodeError, UnicodeDecodeError):
                 frame = None
             if isinstance(frame, dict) and frame.get("ping") is True:
-                answers.append({"pong": True})  # the site agent's liveness probe
+                # the site agent's liveness probe; the router's circuit breaker
+                answers.append({"pong": True, "health": self.process_health().to_doc()})
                 continue
             env, reason, msg_id, until_s = self.check(frame)
             if reason is not None or env is None:
@@ -183,7 +222,8 @@ class ModuleService(LineServer):
                 deadline_s = min(deadline_s, until_s)
         if batch:
             outcomes = await self._record(batch, answers, deadline_s)
-            self._recorded(batch, outcomes, spans, time.perf_counter() - admitted_s)
+            handled = self._recorded(batch, outcomes, spans, time.perf_counter() - admitted_s)
+            self.health.handled_many(handled, self._monotonic() - received_s)
         self._tally.flush()
         self._stale.flush()
         if self.after_batch is not None:
@@ -195,6 +235,8 @@ class ModuleService(LineServer):
         self._tally.add(kind, reason)
         if reason in STALE_REASONS:
             self._stale.add(reason)
+        elif reason in OWN_FAULT_REASONS:
+            self.health.errors += 1
 
     def _start_span(self, env: Envelope, decision: str) -> Span:
         links: list[Link] = []
@@ -224,9 +266,10 @@ class ModuleService(LineServer):
         outcomes: list[str],
         spans: dict[int, Span],
         elapsed_s: float,
-    ) -> None:
-        """Metrics and spans of a batch once the ledger decided. Admitted work is all of
-        this module's kind (each kind has its module), committed at one moment."""
+    ) -> int:
+        """Metrics and spans of a batch once the ledger decided; the number acknowledged.
+        Admitted work is all of this module's kind (each kind has its module), committed at
+        one moment."""
         kind = batch[0][1].kind
         applied, duplicates = outcomes.count("applied"), outcomes.count("duplicate")
         if applied:
@@ -244,6 +287,7 @@ class ModuleService(LineServer):
             _end(span, outcomes[index])
         if applied + duplicates:
             self._latency.observe_many(kind, elapsed_s, applied + duplicates, exemplar)
+        return applied + duplicates
 
     async def _record(
         self, batch: list[tuple[int, Envelope]], answers: list[dict[str, Any]], deadline_s: float

@@ -6,6 +6,9 @@ first send, and its acknowledgement with the site and epoch that applied it; eac
 sent to the first router that answers; refusals and lost connections are retried through the
 next router after ``retry_interval_s``, doubling per refusal up to ``max_retry_interval_s``
 (with the same id: modules deduplicate), until ``give_up_s`` after the end of the run.
+Every refusal is retried alike, whatever its reason: ownership and fencing refusals, and a
+module's own fault too (``version-error`` from a bad release, ``ledger-error``), which
+only delays the message until its shard is served by a healthy instance.
 """
 
 from __future__ import annotations

@@ -17,6 +17,15 @@ Telemetry: ``bfm_messages_total{component="router", kind, outcome}`` with outcom
 a span ``bfm.route`` (CONSUMER: the router consumes the producer's message, as the module
 does; the line goes on unchanged, so both are children of the producer's span), from the
 routing decision to the answer; unsampled messages cost one string test.
+
+Health (``health``, reported with the module's on the backbone process's pong): ``handled``
+counts the messages a module answered (delivered onward, whatever the module said: its
+refusals are its own to count), with their latency on the injected monotonic clock from
+the read that brought them to the moment their read's last answer is in (before the write
+back, which waits on the client). The router refuses nothing through its own fault
+(no-owner, malformed and module-unreachable are the map, the sender and the module), so
+its ``errors`` stay 0. A module's refusal, ``version-error`` included, goes back unchanged:
+the producer retries it like any other.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,14 +41,20 @@ from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from bfm_observe.propagation import context_of
 from failover.core.fencing import Ownership
+from failover.core.versions import DEFAULT_VERSION, ComponentHealth, check_version
 from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, Envelope
 from failover.workload.line_server import LineServer
 from failover.workload.linkpool import AnswerFuture, Link
-from failover.workload.message_metrics import default_tracer, is_sampled, messages
+from failover.workload.message_metrics import (
+    HealthCounters,
+    default_tracer,
+    is_sampled,
+    messages,
+)
 from failover.workload.module import MAX_LINE_BYTES
 
 Owners = Callable[[], Mapping[str, Ownership]]
-PING = b'{"ping":true}\n'  # a module answers {"pong": true} while it serves
+PING = b'{"ping":true}\n'  # a module answers {"pong": true, "health": ...} while it serves
 COMPONENT = "router"
 """The ``component`` label of the router's metrics (it shares the backbone's process)."""
 
@@ -65,10 +81,15 @@ class Router(LineServer):
         modules: Mapping[str, Mapping[str, tuple[str, int]]],
         timeout_s: float = 0.5,
         tracer: Tracer | None = None,
+        version: str = DEFAULT_VERSION,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module. ``tracer``:
-        default BFM's."""
+        default BFM's. ``version``: what this instance runs (ValueError when invalid)."""
         self.site = site
+        self.version = check_version(version)
+        self.health = HealthCounters()
+        self._monotonic = monotonic
         self._tracer = default_tracer(tracer)
         self._tally = messages(site, COMPONENT)
         self._owners = owners
@@ -79,6 +100,9 @@ class Router(LineServer):
         }
         self.routed = 0
         super().__init__()
+
+    def health_report(self) -> ComponentHealth:
+        return self.health.report(self.version)
 
     async def close(self) -> None:
         await super().close()
@@ -176,10 +200,13 @@ class Router(LineServer):
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        answers: asyncio.Queue[list[tuple[bytes, Pending]] | None] = asyncio.Queue()
+        # per read: when it was read (the health's latency) and its lines' answers to be
+        answers: asyncio.Queue[tuple[float, list[tuple[bytes, Pending]]] | None]
+        answers = asyncio.Queue()
 
         async def reply_in_order() -> None:
-            while (batch := await answers.get()) is not None:
+            while (item := await answers.get()) is not None:
+                received_s, batch = item
                 out = []
                 forwarded: dict[str, int] = {}  # kind -> answered by its module
                 for line, pending in batch:
@@ -202,6 +229,9 @@ class Router(LineServer):
                 for kind, n in forwarded.items():
                     self._tally.add(kind, "forwarded", n=n)
                 self._tally.flush()
+                if forwarded:
+                    latency_s = self._monotonic() - received_s
+                    self.health.handled_many(sum(forwarded.values()), latency_s)
                 writer.write(b"".join(out))
                 await writer.drain()
 
@@ -214,8 +244,9 @@ class Router(LineServer):
                     break  # no newline in sight: not our protocol, drop the connection
                 lines = [line for line in lines if line.strip()]
                 if lines:
+                    received_s = self._monotonic()
                     forwarded = await self.forward(lines)
-                    await answers.put(list(zip(lines, forwarded, strict=True)))
+                    await answers.put((received_s, list(zip(lines, forwarded, strict=True))))
         except ConnectionError:
             pass
         finally:
