@@ -14,6 +14,12 @@ Scenarios (seconds after the traffic starts, ``FAULT_AT_S``):
 - ``switchover``: the operator switches EAP over to site b (``bfm switchover eap --to b``),
   and 10 s later rebalances (``bfm rebalance``): planned moves, drain -> fence -> transfer;
 - ``drain``: the operator drains site a (``bfm drain a``), and undrains it 10 s later.
+- ``rolling-update``: a full release (every component at both worker sites, the OS and
+  cluster of every site) applied as ``bfm update apply`` does; healed when it ends;
+- ``bad-update``: a release whose EAP fails after readiness: the gate rolls site a back
+  (``failover.chaos.demo_update``);
+- ``update-leader-crash``: the components updated, and 15 s in the leading controller's
+  site process is killed (kill -9) and restarted 5 s later: the next leader resumes it.
 
 Each worker site's process starts and supervises its own components (the local platform);
 the demo finds their PIDs in ``<run_dir>/instances-<site>.json``.
@@ -34,6 +40,8 @@ from typing import Any
 from failover.adapters.etcd_cluster import EtcdCluster
 from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
+from failover.chaos import demo_update
+from failover.chaos.demo_update import UPDATE_SCENARIOS
 from failover.chaos.logstore_process import LogStoreProcess
 from failover.chaos.report import FaultEvent
 from failover.chaos.run_check import final_shards
@@ -56,6 +64,7 @@ SCENARIOS = (
     "leader-crash",
     "switchover",
     "drain",
+    *UPDATE_SCENARIOS,
 )
 
 
@@ -210,7 +219,37 @@ class Demo:
                 Step(at, "drain", "a", "inject", lambda: self._operate("drain")),
                 Step(at + 10, "drain", "a", "heal", lambda: self._operate("undrain")),
             ]
+        if self.scenario in UPDATE_SCENARIOS:
+            demo_update.write_release(self.run_dir, self.scenario, self.topology)
+            clock, store, topology = SystemClock(), self.coordination(), self.topology
+            return [
+                Step(
+                    at,
+                    "update",
+                    "release",
+                    "inject",
+                    lambda: demo_update.start_update(store, self.scenario, topology, clock),
+                    lambda: demo_update.ready_to_update(store, topology, clock),
+                ),
+                *self._leader_crash_during_update(at + 15),
+                Step(  # after the crash's steps: a step waits for those before it
+                    at + 21 if self.scenario == "update-leader-crash" else at,
+                    "update",
+                    "release",
+                    "heal",
+                    lambda: None,
+                    lambda: demo_update.update_finished(store),
+                ),
+            ]
         return []
+
+    def _leader_crash_during_update(self, at_s: float) -> list[Step]:
+        if self.scenario != "update-leader-crash":
+            return []
+        return [
+            Step(at_s, "leader_crash", "leader", "inject", self._kill_leader),
+            Step(at_s + 5, "leader_crash", "leader", "heal", self._restart_leader),
+        ]
 
     def _operate(self, action: str) -> None:
         """What an operator would do with the CLI, through the same functions."""
@@ -254,6 +293,7 @@ class Demo:
     def tick(self) -> None:
         """Run every step that is due."""
         run_due(self.steps, time.monotonic() - self.started_s, self.faults)
+        self.launcher.restart_rebooted()  # a site that rebooted for an OS update comes back
 
     def traffic_done(self) -> bool:
         return self.producer is None or self.producer.poll() is not None

@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.operate",
     "failover.cli.workload",
     "failover.cli.demo",
+    "failover.cli.update",
     "failover.cli.chaos",
     "failover.cli.logstore",
     "failover.cli.logs",

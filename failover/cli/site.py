@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,12 +100,15 @@ def run(
         grants_file=Path(grants_file) if grants_file else None,
     )
     try:
-        _run_until_stopped(
-            settings, coordination, probes, stop_after_s, status_file, components_dir
+        items_file = Path(run_dir) / f"site-items-{site}.json" if run_dir is not None else None
+        exit_code = _run_until_stopped(
+            settings, coordination, probes, stop_after_s, status_file, components_dir, items_file
         )
     finally:
         coordination.close()
         shutdown_process()
+    if exit_code:
+        raise typer.Exit(exit_code)  # EXIT_REBOOT: start this site again (an OS update)
 
 
 def _from_run_dir(
@@ -141,8 +145,11 @@ def _run_until_stopped(
     stop_after_s: float | None,
     status_file: str | None,
     components_dir: Path | None,
-) -> None:
-    """Run the site; with ``components_dir`` it also starts and supervises its components."""
+    items_file: Path | None = None,
+) -> int:
+    """Run the site; with ``components_dir`` it also starts and supervises its components,
+    at the versions the rolling update wants (``update/desired/<site>``). The exit code:
+    0, or ``EXIT_REBOOT`` after an OS update."""
     from failover.adapters.local_platform import LocalPlatform
     from failover.adapters.system_clock import SystemClock
     from failover.runtime.instrumented_store import InstrumentedStore
@@ -155,7 +162,12 @@ def _run_until_stopped(
     controller_store = InstrumentedStore(store, site=settings.site, component="controller")
     supervisor = None
     if components_dir is not None:
-        platform = LocalPlatform(components_dir, settings.topology, sites=(settings.site,))
+        platform = LocalPlatform(
+            components_dir,
+            settings.topology,
+            sites=(settings.site,),
+            versions=_desired_versions(store, settings.site),
+        )
         supervisor = Supervisor(platform, settings.site, clock=clock, store=agent_store)
     if probes is not None:
         probes.start()
@@ -167,6 +179,8 @@ def _run_until_stopped(
         probe=probes.alive if probes is not None else (lambda component: True),
         exited=probes.exited if probes is not None else None,
         supervisor=supervisor,
+        health=probes.health if probes is not None else (lambda component: None),
+        items_file=items_file,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())
@@ -183,6 +197,22 @@ def _run_until_stopped(
         process.stop()
         if probes is not None:
             probes.stop()
+    return process.exit_code
+
+
+def _desired_versions(store: Any, site: str) -> dict[str, str]:
+    """The component versions the rolling update wants at this site (none: the defaults)."""
+    from failover.ports import StoreError
+    from failover.runtime.version_docs import read_desired
+
+    try:
+        desired = read_desired(store, site)
+    except (StoreError, ValueError) as err:
+        logging.getLogger("bfm.site").warning(
+            f"cannot read the desired versions of site {site} ({err}); starting the defaults"
+        )
+        return {}
+    return dict(desired.components) if desired is not None else {}
 
 
 def _write_status(path: str, status: dict[str, object]) -> None:

@@ -23,12 +23,15 @@ from failover.core.detector import DetectorTiming
 from failover.core.fencing import Ownership
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology, default_topology
+from failover.core.versions import ComponentHealth
 from failover.ports import Clock, CoordinationStore
 from failover.runtime.controller import ControllerRuntime
 from failover.runtime.grants import publish
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
 from failover.runtime.site_agent import SiteAgentRuntime
+from failover.runtime.site_versions import EXIT_REBOOT, SiteVersions
 from failover.runtime.supervisor import Supervisor
+from failover.runtime.update_runner import UpdateRunner
 
 log = logging.getLogger("bfm.site")
 
@@ -48,6 +51,7 @@ class SiteSettings:
     peers: Mapping[str, Peer] = field(default_factory=dict)
     fencing_enabled: bool = True
     grants_file: Path | None = None  # where to publish this site's grants for its components
+    versions_interval_s: float = 0.5  # how often the site reconciles and reports versions
 
 
 class SiteProcess:
@@ -63,10 +67,14 @@ class SiteProcess:
         exited: Callable[[str], bool] | None = None,
         supervisor: Supervisor | None = None,
         controller_store: CoordinationStore | None = None,
+        health: Callable[[str], ComponentHealth | None] = lambda component: None,
+        items_file: Path | None = None,
     ) -> None:
         """``controller_store``: the store as the controller replica reaches it (default
         ``store``; the site entry point passes a second ``InstrumentedStore`` around the
-        same store, so each side's requests are measured under its own label)."""
+        same store, so each side's requests are measured under its own label).
+        ``health``: a component's last reported version and counters (its liveness ping);
+        ``items_file``: where the site's installed OS and cluster versions are kept."""
         self.settings = settings
         self.supervisor = supervisor
         self._serving: bool | None = None  # as last routed through the platform
@@ -75,6 +83,7 @@ class SiteProcess:
         self._stop_requested = threading.Event()  # ends ``wait``: the owner then calls stop()
         self._lock = threading.Lock()  # guards the agent: loops and heartbeats share it
         self.errors = 0
+        self.exit_code = 0  # EXIT_REBOOT after an OS update: start the site again
         s = settings
         self.agent: SiteAgentRuntime | None = None
         if s.topology.is_worker(s.site):
@@ -112,6 +121,18 @@ class SiteProcess:
             on_report=self._peer_report,
             monotonic=clock.monotonic,
         )
+        self.versions = SiteVersions(
+            s.site,
+            store=store,
+            clock=clock,
+            topology=s.topology,
+            platform=supervisor.platform if supervisor is not None else None,
+            ready=probe,
+            health=health,
+            on_reboot=self._reboot,
+            items_file=items_file,
+        )
+        self.updates = UpdateRunner(controller_store or store, topology=s.topology, clock=clock)
         self._threads: list[threading.Thread] = []
         self._was_leading = False
 
@@ -123,6 +144,7 @@ class SiteProcess:
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("controller", s.controller_interval_s, self._controller_tick),
             ("heartbeats", s.timing.heartbeat_interval_s, self.heartbeats.ping_all),
+            ("versions", s.versions_interval_s, self.versions.tick),
         ]
         if self.agent is not None:
             loops += [
@@ -136,6 +158,15 @@ class SiteProcess:
             self._threads.append(thread)
             thread.start()
         log.info("site started", extra={"event": "started", "site": s.site})
+
+    def _reboot(self) -> None:
+        """An OS update: stop everything; the process exits with ``EXIT_REBOOT``."""
+        log.warning(
+            f"site {self.settings.site} reboots for an OS update",
+            extra={"event": "reboot", "site": self.settings.site},
+        )
+        self.exit_code = EXIT_REBOOT
+        self._stop_requested.set()
 
     def request_stop(self) -> None:
         """Ask to stop (safe from a signal handler): ``wait`` returns, the owner calls stop()."""
@@ -196,7 +227,8 @@ class SiteProcess:
             fenced = self.agent.poll()
             after = self.agent.components_up()
             session = self.agent.agent.session
-            serving = not self.agent.agent.fenced
+            # a fenced site, and one an operator (or an update) drained, take no clients
+            serving = not self.agent.agent.fenced and not self.versions.drained
             grants = self.agent.grants() if self.settings.grants_file else None
         if grants is not None and self.settings.grants_file is not None:
             publish(self.settings.grants_file, grants)
@@ -240,6 +272,8 @@ class SiteProcess:
     def _controller_tick(self) -> None:
         self.controller.tick()
         leading = self.controller.leading(self.clock.monotonic())
+        if leading:
+            self.updates.tick()
         if leading != self._was_leading:
             self._was_leading = leading
             what = "became the leader" if leading else "is no longer the leader"

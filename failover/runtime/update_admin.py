@@ -1,0 +1,110 @@
+"""Starting, reading and aborting a rolling update in the store (``bfm update``).
+
+``begin`` checks that the system may start an update now (``update_checks``'s precheck:
+every site up and reporting, no failover or hand-back running, nothing drained, pinned or
+capped, placement even, components ready) and writes the update's first state to
+``update/state``; the leading controller's ``UpdateRunner`` carries it out. A finished
+update's state is replaced; a running one is never.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from failover.core.topology import Topology
+from failover.core.update_machine import abort, start
+from failover.core.update_plan import Versions
+from failover.core.update_state import StateError, UpdateState
+from failover.core.update_steps import Plan
+from failover.ports import Conflict, CoordinationStore
+from failover.runtime.admin import Refused
+from failover.runtime.update_checks import precheck_problems, read_snapshot
+from failover.runtime.version_docs import UPDATE_STATE_KEY, read_reported
+
+
+def current_versions(store: CoordinationStore, topology: Topology) -> Versions:
+    """``site -> name -> version`` as the sites report them (the planner's ``current``)."""
+    reports = read_reported(store)
+    return {s: reports[s].versions() for s in topology.site_names if s in reports}
+
+
+def read_update(store: CoordinationStore) -> tuple[UpdateState | None, str]:
+    """The update's state (None: no update was ever started) and its revision.
+
+    StateError when the document is damaged (the message names the field)."""
+    got = store.get(UPDATE_STATE_KEY)
+    if got is None:
+        return None, ""
+    return UpdateState.from_doc(got.value), got.revision
+
+
+def begin(
+    store: CoordinationStore,
+    plan: Plan,
+    current: Versions,
+    *,
+    topology: Topology,
+    now_wall_s: float,
+) -> UpdateState:
+    """Write the update's first state; ``Refused`` (saying why and what to do) when one is
+    running or the system is not ready for it, StateError when the plan is stale."""
+    state, revision = _existing(store)
+    if state is not None and not state.finished:
+        raise Refused(
+            f"update to release {state.release} is still running (step {state.index + 1} of "
+            f"{len(state.steps)}); follow it with 'bfm update status' or stop it with "
+            "'bfm update abort'"
+        )
+    problems = precheck_problems(read_snapshot(store, topology, now_wall_s=now_wall_s), topology)
+    if problems:
+        raise Refused(
+            "the system is not ready for an update: "
+            + "; ".join(problems)
+            + "; wait until 'bfm status' shows every site up and the placement even"
+        )
+    first = start(plan, current)
+    doc: Mapping[str, Any] = first.to_doc()
+    try:
+        if revision:
+            store.compare_and_set(UPDATE_STATE_KEY, dict(doc), expected_revision=revision)
+        else:
+            store.create(UPDATE_STATE_KEY, dict(doc))
+    except Conflict:
+        raise Refused(
+            "another update was started at the same moment; see 'bfm update status'"
+        ) from None
+    return first
+
+
+def abort_update(store: CoordinationStore, *, force: bool = False) -> UpdateState | None:
+    """Abort the running update (compare-and-set; retried when the executor wrote in
+    between). None when no update was ever started. ``force`` removes a damaged state."""
+    for _ in range(10):
+        try:
+            state, revision = read_update(store)
+        except StateError:
+            if not force:
+                raise
+            got = store.get(UPDATE_STATE_KEY)
+            if got is not None:
+                store.delete(UPDATE_STATE_KEY, expected_revision=got.revision)
+            return None
+        if state is None or state.finished:
+            return state
+        stopped = abort(state)
+        try:
+            store.compare_and_set(UPDATE_STATE_KEY, stopped.to_doc(), expected_revision=revision)
+        except Conflict:
+            continue
+        return stopped
+    raise Refused("the update's state kept changing under the abort; try again")
+
+
+def _existing(store: CoordinationStore) -> tuple[UpdateState | None, str]:
+    try:
+        return read_update(store)
+    except StateError as err:
+        raise Refused(
+            f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
+        ) from None
