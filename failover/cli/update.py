@@ -290,7 +290,7 @@ def abort(
 
     with running_system(store, run_dir) as coordination:
         try:
-            state = abort_update(coordination, force=force)
+            state, aborted = abort_update(coordination, force=force)
         except StateError as err:
             raise CheckFailed(
                 f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
@@ -299,7 +299,7 @@ def abort(
             raise CheckFailed(str(err)) from None
     if state is None:
         typer.echo("no update to abort" + (" (a damaged state was removed)" if force else ""))
-    elif state.finished and state.mode.value != "abort":
+    elif not aborted:
         typer.echo(f"the update already ended: {state.outcome.value}; nothing to abort")
     else:
         typer.echo(

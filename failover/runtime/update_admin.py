@@ -77,9 +77,12 @@ def begin(
     return first
 
 
-def abort_update(store: CoordinationStore, *, force: bool = False) -> UpdateState | None:
+def abort_update(
+    store: CoordinationStore, *, force: bool = False
+) -> tuple[UpdateState | None, bool]:
     """Abort the running update (compare-and-set; retried when the executor wrote in
-    between). None when no update was ever started. ``force`` removes a damaged state."""
+    between): the state and whether this call aborted it (False: it had ended, or no
+    update was ever started, then None). ``force`` removes a damaged state."""
     for _ in range(10):
         try:
             state, revision = read_update(store)
@@ -89,15 +92,15 @@ def abort_update(store: CoordinationStore, *, force: bool = False) -> UpdateStat
             got = store.get(UPDATE_STATE_KEY)
             if got is not None:
                 store.delete(UPDATE_STATE_KEY, expected_revision=got.revision)
-            return None
+            return None, False
         if state is None or state.finished:
-            return state
+            return state, False
         stopped = abort(state)
         try:
             store.compare_and_set(UPDATE_STATE_KEY, stopped.to_doc(), expected_revision=revision)
         except Conflict:
             continue
-        return stopped
+        return stopped, True
     raise Refused("the update's state kept changing under the abort; try again")
 
 

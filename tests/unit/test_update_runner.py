@@ -6,51 +6,23 @@ resumes mid-update, and an abort leaves the system balanced."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from small_system import SmallSystem
+from update_world import MemoryPlatform
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore
 from failover.core.update_manifest import parse_release
 from failover.core.update_plan import plan_update
 from failover.core.update_state import Outcome
-from failover.core.versions import DEFAULT_VERSION, ComponentHealth, fails_after_ready
+from failover.core.versions import DEFAULT_VERSION
 from failover.runtime.admin import Refused
 from failover.runtime.site_versions import SiteVersions
 from failover.runtime.update_admin import abort_update, begin, current_versions, read_update
 from failover.runtime.update_checks import balanced, read_snapshot
 from failover.runtime.update_runner import RunnerSettings, UpdateRunner
-
-
-@dataclass
-class MemoryPlatform:
-    """Just enough of the Platform port for SiteVersions: versions, restarts, counters."""
-
-    versions: dict[tuple[str, str], str] = field(default_factory=dict)
-    changes: list[tuple[str, str, str]] = field(default_factory=list)
-    handled: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def version(self, site: str, component: str) -> str:
-        return self.versions.get((site, component), DEFAULT_VERSION)
-
-    def set_version(self, site: str, component: str, version: str) -> None:
-        self.versions[(site, component)] = version
-        self.changes.append((site, component, version))
-        self.handled[(site, component)] = 0
-
-    def restart(self, site: str, component: str) -> None:
-        self.changes.append((site, component, "restart"))
-
-    def health(self, site: str, component: str) -> ComponentHealth:
-        """Every call, 20 more messages: all refused by a fail-after-ready version."""
-        n = self.handled.get((site, component), 0) + 20
-        self.handled[(site, component)] = n
-        version = self.version(site, component)
-        if fails_after_ready(version):
-            return ComponentHealth(version, 0, n)
-        return ComponentHealth(version, n, 0, (n,) + (0,) * 10)
 
 
 @dataclass
@@ -174,8 +146,8 @@ def test_abort_mid_update_leaves_the_system_balanced(world: World) -> None:
     topology = world.system.topology
     _start(world, dict.fromkeys(topology.components, "2.0.0"))
     world.run(3)
-    aborted = abort_update(world.system.store)
-    assert aborted is not None
+    aborted, changed = abort_update(world.system.store)
+    assert aborted is not None and changed
     world.run_until_finished()
     state, _ = read_update(world.system.store)
     assert state is not None and state.outcome is Outcome.ABORTED, state

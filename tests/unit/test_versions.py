@@ -23,7 +23,7 @@ def test_versions_accepted(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["", " 1.0", "1.0 ", "-1", "a" * 65, "1/2"])
 def test_bad_versions_are_refused_with_the_fix(text: str) -> None:
-    with pytest.raises(ValueError, match="for example 1.4.0"):
+    with pytest.raises(ValueError, match=r"for example 1\.4\.0"):
         check_version(text)
 
 
