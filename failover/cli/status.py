@@ -134,7 +134,47 @@ def read_status(store: Any, *, now_wall_s: float, events: int = STATUS_EVENTS) -
         if item.key.endswith("/instances")
     }
     result["events"] = read_event_docs(store, limit=events)
+    result["update"] = read_update_summary(store)
     return result
+
+
+def read_update_summary(store: Any) -> dict[str, Any] | None:
+    """The rolling update in one mapping (None: none was ever started)."""
+    from failover.core.update_state import StateError
+    from failover.runtime.update_admin import read_update
+
+    try:
+        state, _ = read_update(store)
+    except StateError as err:
+        return {"damaged": str(err)}
+    if state is None:
+        return None
+    index = min(state.index, len(state.steps) - 1)
+    return {
+        "release": state.release,
+        "outcome": state.outcome.value,
+        "mode": state.mode.value,
+        "step": index + 1,
+        "steps": len(state.steps),
+        "current": state.steps[index].summary if state.steps else "",
+        "note": state.notes[index] if state.steps else "",
+        "reason": state.reason,
+    }
+
+
+def update_line(update: dict[str, Any] | None) -> str:
+    if update is None:
+        return "update: none started"
+    if "damaged" in update:
+        return f"update: state damaged: {update['damaged']} (bfm update abort --force)"
+    line = f"update: release {update['release']} {update['outcome']} ({update['mode']})"
+    if update["outcome"] == "running":
+        line += f", step {update['step']} of {update['steps']}: {update['current']}"
+        if update["note"]:
+            line += f" ({update['note']})"
+    elif update["reason"]:
+        line += f": {update['reason']}"
+    return line
 
 
 def instances_line(data: dict[str, Any]) -> str:
@@ -254,6 +294,8 @@ def render(data: dict[str, Any]) -> Group:
         Text(admin_line(data.get("admin", {}))),
         Text.from_markup(instances_line(data)),
     ]
+    if data.get("update") is not None:
+        parts.append(Text(update_line(data["update"])))  # plain: summaries hold [rollback]
     if data.get("events"):
         parts.append(events_table(data["events"], title="latest events"))
     return Group(*parts)

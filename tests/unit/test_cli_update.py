@@ -220,3 +220,15 @@ def test_apply_is_refused_while_a_site_is_drained(
 def test_status_without_an_update(system: System, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = bfm(capsys, "update", "status", f"--store={system.url}")
     assert code == 0 and out.strip() == "no update was ever started"
+
+
+def test_status_shows_the_running_update(
+    system: System, release: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bfm(capsys, "update", "apply", str(release), "--no-wait", f"--store={system.url}")
+    system.run(2.0)
+    code, out, _ = bfm(capsys, "status", f"--store={system.url}")
+    assert code == 0
+    assert "update: release 2.0 running (update), step " in out
+    code, out, _ = bfm(capsys, "status", f"--store={system.url}", "--json")
+    assert json.loads(out)["update"]["outcome"] == "running"
