@@ -74,10 +74,10 @@ class ComponentHealth:
         counts = doc.get("latency_counts", [])
         if not isinstance(counts, list) or len(counts) != len(LATENCY_BOUNDS_S) + 1:
             raise ValueError(f"latency_counts must list {len(LATENCY_BOUNDS_S) + 1} buckets")
-        handled, errors = doc.get("handled", 0), doc.get("errors", 0)
+        handled, errors = doc.get("handled"), doc.get("errors")
         numbers = [handled, errors, *counts]
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
-            raise ValueError("handled, errors and latency_counts must be integers >= 0")
+            raise ValueError("handled, errors and latency_counts must be given, integers >= 0")
         return ComponentHealth(version, int(handled), int(errors), tuple(counts))
 
     def minus(self, earlier: ComponentHealth) -> ComponentHealth:

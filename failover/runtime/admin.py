@@ -72,7 +72,7 @@ class PolicyChange:
 
 
 @dataclass(frozen=True)
-class _Facts:
+class Facts:
     """What the sites' leases say now: who is alive and which components each runs."""
 
     alive: frozenset[str]
@@ -149,7 +149,7 @@ def drain(
     """
     _check_worker(topology, site)
 
-    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+    def edit(policy: AdminPolicy, facts: Facts) -> AdminPolicy:
         if site in policy.drained_sites and site not in policy.canary:
             return policy
         pins = sorted(c for c, s in policy.pinned.items() if s == site)
@@ -196,7 +196,7 @@ def undrain(
     split evens out after its hold-off."""
     _check_worker(topology, site)
 
-    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+    def edit(policy: AdminPolicy, facts: Facts) -> AdminPolicy:
         kept = tuple(s for s in policy.drained_sites if s != site)
         canary = {s: n for s, n in policy.canary.items() if s != site}
         return replace(policy, drained_sites=kept, canary=canary)
@@ -240,7 +240,7 @@ def canary(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"a canary's shards per component must be an integer >= 1, got {n!r}")
 
-    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+    def edit(policy: AdminPolicy, facts: Facts) -> AdminPolicy:
         if policy.canary.get(site) == n and site not in policy.drained_sites:
             return policy
         pins = sorted(c for c, s in policy.pinned.items() if s == site)
@@ -290,7 +290,7 @@ def switchover(
     topology.check_component(component)
     _check_worker(topology, to_site)
 
-    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+    def edit(policy: AdminPolicy, facts: Facts) -> AdminPolicy:
         if policy.pinned.get(component) == to_site:
             return policy
         if to_site in policy.drained_sites:
@@ -337,7 +337,7 @@ def rebalance(
 ) -> PolicyChange:
     """Clear every pin: each component spreads evenly again (see the module docstring)."""
 
-    def edit(policy: AdminPolicy, facts: _Facts) -> AdminPolicy:
+    def edit(policy: AdminPolicy, facts: Facts) -> AdminPolicy:
         return replace(policy, pinned={})
 
     return _change(
@@ -362,7 +362,7 @@ def _check_worker(topology: Topology, site: str) -> None:
         )
 
 
-def _others_take_all(site: str, policy: AdminPolicy, facts: _Facts, topology: Topology) -> bool:
+def _others_take_all(site: str, policy: AdminPolicy, facts: Facts, topology: Topology) -> bool:
     """Another worker site is alive and may hold any amount of work (not drained, no
     canary)."""
     return any(
@@ -371,7 +371,7 @@ def _others_take_all(site: str, policy: AdminPolicy, facts: _Facts, topology: To
     )
 
 
-def _why_not(site: str, policy: AdminPolicy, facts: _Facts) -> str:
+def _why_not(site: str, policy: AdminPolicy, facts: Facts) -> str:
     if site in policy.drained_sites:
         return f"{site} is drained"
     if site in policy.canary:
@@ -385,7 +385,7 @@ def _why_not(site: str, policy: AdminPolicy, facts: _Facts) -> str:
 def _change(
     store: CoordinationStore,
     action: str,
-    edit: Callable[[AdminPolicy, _Facts], AdminPolicy],
+    edit: Callable[[AdminPolicy, Facts], AdminPolicy],
     topology: Topology,
     clock: Clock,
     changed_by: str,
@@ -395,7 +395,7 @@ def _change(
     unchanged: str,
 ) -> PolicyChange:
     """Read, edit and compare-and-set ``admin/policy``, at most ``attempts`` times."""
-    facts = _read_facts(store, topology, now_wall_s=clock.wall())
+    facts = read_facts(store, topology, now_wall_s=clock.wall())
     for _ in range(attempts):
         got = store.get(ADMIN_POLICY_KEY)
         damaged = ""
@@ -471,7 +471,7 @@ def _record_change(store: CoordinationStore, action: str, after: AdminPolicy, su
         EventLog(store).append(event)
 
 
-def _read_facts(store: CoordinationStore, topology: Topology, *, now_wall_s: float) -> _Facts:
+def read_facts(store: CoordinationStore, topology: Topology, *, now_wall_s: float) -> Facts:
     """Alive: a parseable lease renewed within its duration (by the wall clocks)."""
     alive, ups = set(), {}
     for site in topology.workers:
@@ -485,7 +485,7 @@ def _read_facts(store: CoordinationStore, topology: Topology, *, now_wall_s: flo
         if now_wall_s - record.renewed_at_wall_s <= record.lease_duration_s:
             alive.add(site)
             ups[site] = frozenset(record.components_up)
-    return _Facts(frozenset(alive), ups)
+    return Facts(frozenset(alive), ups)
 
 
 # -- what happens next ---------------------------------------------------------------------
@@ -539,7 +539,7 @@ def outlook(
     """
     base = base or PlacementPolicy()
     drained, policy, _ = effective_policy(admin, topology, base)
-    facts = _read_facts(store, topology, now_wall_s=clock.wall())
+    facts = read_facts(store, topology, now_wall_s=clock.wall())
     weights = {w: topology.weight(w) for w in topology.workers}
     moves: dict[tuple[str, str], int] = {}
     stuck: dict[str, str] = {}

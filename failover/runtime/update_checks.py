@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from failover.core.agent import LeaseRecord
 from failover.core.fencing import Ownership
 from failover.core.placement import is_even
 from failover.core.topology import Topology
 from failover.core.update_gate import GateSamples
 from failover.core.versions import ComponentHealth, quantile_s
 from failover.ports import CoordinationStore
-from failover.runtime.documents import ADMIN_POLICY_KEY, AdminPolicy, lease_key, ownership_key
+from failover.runtime.admin import read_facts
+from failover.runtime.documents import ADMIN_POLICY_KEY, AdminPolicy, ownership_key
 from failover.runtime.version_docs import ReportedVersions, read_reported
 
 REPORT_FRESH_S = 5.0
@@ -55,15 +55,7 @@ class Snapshot:
 
 
 def read_snapshot(store: CoordinationStore, topology: Topology, *, now_wall_s: float) -> Snapshot:
-    alive = set()
-    for site in topology.workers:
-        got = store.get(lease_key(site))
-        try:
-            record = LeaseRecord.from_doc(got.value) if got is not None else None
-        except ValueError:
-            record = None
-        if record is not None and now_wall_s - record.renewed_at_wall_s <= record.lease_duration_s:
-            alive.add(site)
+    alive = read_facts(store, topology, now_wall_s=now_wall_s).alive
     ownerships = {}
     for c in topology.components:
         got = store.get(ownership_key(c))
@@ -74,7 +66,7 @@ def read_snapshot(store: CoordinationStore, topology: Topology, *, now_wall_s: f
         policy = AdminPolicy.from_doc(got.value) if got is not None else AdminPolicy()
     except ValueError:
         policy = AdminPolicy(reason="damaged")
-    return Snapshot(now_wall_s, frozenset(alive), ownerships, policy, read_reported(store))
+    return Snapshot(now_wall_s, alive, ownerships, policy, read_reported(store))
 
 
 def precheck_problems(snap: Snapshot, topology: Topology) -> list[str]:

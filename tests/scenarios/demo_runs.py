@@ -46,3 +46,17 @@ def run_demo(
     )
     data = json.loads(report.read_text()) if report.exists() else {}
     return done, data
+
+
+def assert_judged_clean(done: subprocess.CompletedProcess[str], data: dict[str, Any]) -> None:
+    """The demo ended well and the checker found nothing: every acknowledged message
+    applied, no stale write, no dual owner, nothing left unanswered, no wait near a hang."""
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert data["acked"] > 1500
+    assert data["acked_lost"] == 0
+    assert data["stale_epoch_accepts"] == 0
+    assert data["dual_owner_epochs"] == 0
+    assert data["violations"] == []
+    assert data["unacknowledged"] == 0
+    for kind, stats in data["unavailability_s"].items():
+        assert stats["max"] < 10.0, (kind, stats)  # a ceiling that catches a hang, no more

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from demo_runs import run_demo
+from demo_runs import assert_judged_clean, run_demo
 
 from failover.workload.launcher import wait_until
 
@@ -63,17 +63,9 @@ def test_demo_scenario(scenario: str, tmp_path: Path) -> None:
     done, data = run_demo(
         tmp_path, scenario, duration_s=SCENARIOS[scenario], rate=150, shards=4, timeout_s=180
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert data["acked"] > 1500
-    assert data["acked_lost"] == 0
-    assert data["stale_epoch_accepts"] == 0
-    assert data["dual_owner_epochs"] == 0
-    assert data["violations"] == []
-    assert data["unacknowledged"] == 0
+    assert_judged_clean(done, data)
     kinds = {f["kind"] for f in data["faults"]}
     assert len(kinds) == 1, data["faults"]
-    for kind, stats in data["unavailability_s"].items():
-        assert stats["max"] < 10.0, (kind, stats)  # a ceiling that catches a hang, no more
     assert {f["action"] for f in data["faults"]} == (
         {"inject"} if scenario == "site-crash" else {"inject", "heal"}
     )

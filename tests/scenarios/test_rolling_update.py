@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from demo_runs import run_demo
+from demo_runs import assert_judged_clean, run_demo
 
 from failover.adapters.store_url import open_store
 from failover.core.topology import default_topology
@@ -39,18 +39,6 @@ def _outcome(run_dir: Path) -> tuple[UpdateState, dict[str, dict[str, str]]]:
         store.close()
 
 
-def _judged_clean(done: Any, data: dict[str, Any]) -> None:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert data["acked"] > 1500
-    assert data["acked_lost"] == 0
-    assert data["stale_epoch_accepts"] == 0
-    assert data["dual_owner_epochs"] == 0
-    assert data["violations"] == []
-    assert data["unacknowledged"] == 0
-    for kind, stats in data["unavailability_s"].items():
-        assert stats["max"] < 10.0, (kind, stats)  # a ceiling that catches a hang
-
-
 def _healed(data: dict[str, Any]) -> bool:
     return any(f["kind"] == "update" and f["action"] == "heal" for f in data["faults"])
 
@@ -59,7 +47,7 @@ def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
     done, data = run_demo(
         tmp_path, "rolling-update", duration_s=300, rate=150, shards=4, timeout_s=480
     )
-    _judged_clean(done, data)
+    assert_judged_clean(done, data)
     state, versions = _outcome(tmp_path / "run")
     assert state.outcome is Outcome.SUCCEEDED, state.reason
     assert _healed(data), "the demo ended before the update did"
@@ -74,7 +62,7 @@ def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
 
 def test_a_bad_version_is_rolled_back_under_load(tmp_path: Path) -> None:
     done, data = run_demo(tmp_path, "bad-update", duration_s=120, rate=150, shards=4)
-    _judged_clean(done, data)
+    assert_judged_clean(done, data)
     state, versions = _outcome(tmp_path / "run")
     assert state.outcome is Outcome.ROLLED_BACK, state.reason
     assert "error ratio" in state.reason
@@ -87,7 +75,7 @@ def test_a_leader_killed_mid_update_is_resumed_by_the_next(tmp_path: Path) -> No
     done, data = run_demo(
         tmp_path, "update-leader-crash", duration_s=200, rate=150, shards=4, timeout_s=400
     )
-    _judged_clean(done, data)
+    assert_judged_clean(done, data)
     assert {f["kind"] for f in data["faults"]} == {"update", "leader_crash"}
     at = {(f["kind"], f["action"]): f["at_s"] for f in data["faults"]}
     assert at[("update", "inject")] < at[("leader_crash", "inject")] < at[("update", "heal")]

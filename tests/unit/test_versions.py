@@ -51,7 +51,7 @@ def test_health_round_trip_and_growth() -> None:
     [
         [],
         {"version": "1.0"},  # no latency_counts
-        {"version": "1.0", "latency_counts": 5},
+        {"version": "1.0", "handled": 0, "errors": 0, "latency_counts": 5},
         {"version": "1.0", "latency_counts": [0] * (BUCKETS - 1)},
         {"version": "1.0", "handled": -1, "latency_counts": [0] * BUCKETS},
         {"version": "1.0", "errors": True, "latency_counts": [0] * BUCKETS},
@@ -64,9 +64,9 @@ def test_malformed_health_is_a_value_error(doc: object) -> None:
         ComponentHealth.from_doc(doc)  # type: ignore[arg-type]
 
 
-def test_missing_counters_read_as_zero() -> None:
-    health = ComponentHealth.from_doc({"version": "1.0", "latency_counts": [0] * BUCKETS})
-    assert (health.handled, health.errors) == (0, 0)
+def test_missing_counters_are_malformed() -> None:
+    with pytest.raises(ValueError, match="must be given"):
+        ComponentHealth.from_doc({"version": "1.0", "errors": 0, "latency_counts": [0] * BUCKETS})
 
 
 def test_buckets_and_quantiles() -> None:
