@@ -7,10 +7,11 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from failover.cli.status import admin_line, instances_line, read_status
+from failover.cli.status import admin_line, instances_line, read_status, update_line
 from failover.ports import StoreError
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ def render(run: Demo) -> Group:
         Panel("\n".join(_recent_decisions(run)) or "none yet", title="recent decisions"),
         Panel(
             f"scenario {run.scenario}: {faults}\n{admin_line(data.get('admin', {}))}\n"
-            + instances_line(data),
+            + instances_line(data)
+            + (f"\n{escape(update_line(data['update']))}" if data.get("update") else ""),
             title="faults and operator actions",
         ),
     )

@@ -76,9 +76,13 @@ class ComponentHealth:
             raise ValueError(f"latency_counts must list {len(LATENCY_BOUNDS_S) + 1} buckets")
         handled, errors = doc.get("handled"), doc.get("errors")
         numbers = [handled, errors, *counts]
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        if (
+            not isinstance(handled, int)
+            or not isinstance(errors, int)
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers)
+        ):
             raise ValueError("handled, errors and latency_counts must be given, integers >= 0")
-        return ComponentHealth(version, int(handled), int(errors), tuple(counts))
+        return ComponentHealth(version, handled, errors, tuple(counts))
 
     def minus(self, earlier: ComponentHealth) -> ComponentHealth:
         """The growth since ``earlier`` (of the same process: counters only grow; a
