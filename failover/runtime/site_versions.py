@@ -47,6 +47,10 @@ ROUTE_OUT_S = 1.5
 """How long a drained site stays out of client traffic before its components change (the
 clients re-read the routing every half second)."""
 
+REPORT_EVERY_S = 2.0
+"""How often a site reports when only its counters changed (well within the executor's
+``REPORT_FRESH_S``)."""
+
 EXIT_REBOOT = 75
 """A site process's exit code after an OS update: start me again (EX_TEMPFAIL)."""
 
@@ -91,6 +95,8 @@ class SiteVersions:
         self.drained = False  # by admin/policy: the site then leaves client traffic
         self._drained_since_s: float | None = None
         self._warned = ""
+        self._last_news: object = None
+        self._last_report_s = float("-inf")
 
     def tick(self) -> None:
         if self.rebooting:
@@ -132,10 +138,22 @@ class SiteVersions:
                     self.platform.version(self.site, c), self.ready(c), self.health(c)
                 )
         doc = ReportedVersions(self.site, self.clock.wall(), components, dict(self.items), busy)
+        # what an executor waits for (versions, readiness, items, busy) goes out at once;
+        # otherwise (only the counters grew) every REPORT_EVERY_S, to spare the store
+        news = (
+            {c: (r.version, r.ready) for c, r in components.items()},
+            dict(self.items),
+            busy,
+        )
+        now_s = self.clock.monotonic()
+        if news == self._last_news and now_s - self._last_report_s < REPORT_EVERY_S:
+            return
         try:
             put_doc(self.store, reported_key(self.site), doc.to_doc())
         except StoreError as err:
             self._warn(f"cannot report this site's versions: {err}")
+            return
+        self._last_news, self._last_report_s = news, now_s
 
     def _apply(self, desired: DesiredVersions) -> str:
         """Carry out one change (the next report shows it); what was changed, or ""."""

@@ -106,7 +106,16 @@ def test_scenario_keeps_every_invariant(tmp_path: Path, scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", ["pause-owner-a", "isolate-a"])
 def test_without_fencing_the_stale_owner_is_caught(tmp_path: Path, scenario: str) -> None:
-    code, report = run_chaos(tmp_path, scenario, env={"BFM_TEST_DISABLE_FENCING": "1"})
+    """A paused or cut-off owner writes stale work only if messages sat in its sockets when
+    it stopped; in about one run of three none did (CI and here, pause-owner-a), and the
+    checker then rightly found nothing. So a broken build gets a second run before the test
+    calls the checker blind; a checker that misses stale writes fails both."""
+    for attempt in range(2):
+        where = tmp_path / f"attempt-{attempt}"
+        where.mkdir()
+        code, report = run_chaos(where, scenario, env={"BFM_TEST_DISABLE_FENCING": "1"})
+        if report.get("stale_epoch_accepts"):
+            break
     assert report["stale_epoch_accepts"] > 0, report
     assert code == 1
     assert any(v["invariant"] == "single_writer" for v in report["violations"])
