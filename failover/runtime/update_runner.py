@@ -130,13 +130,13 @@ class UpdateRunner:
         if self._running is None or self._running.key != key:
             self._running = _Running(key, now_s)  # resumed: act again, time from now
         running = self._running
-        snap = read_snapshot(self.store, self.topology, now_wall_s=self.clock.wall())
         if not running.acted_wall_s:
-            failure = self._act(step, snap)
+            failure = self._act(step)
             running.acted_wall_s = self.clock.wall()
             if failure:
                 return self._failed(state, i, failure)
             return state
+        snap = read_snapshot(self.store, self.topology, now_wall_s=self.clock.wall())
         verdict = self._check(step, snap, running, now_s)
         if verdict is True:
             log.info(
@@ -167,7 +167,7 @@ class UpdateRunner:
         self._running = None
         return step_failed(state, i, reason)
 
-    def _act(self, step: Step, snap: Snapshot) -> str:
+    def _act(self, step: Step) -> str:
         """Carry the step out (idempotent); a reason when it cannot be."""
         how = {
             "topology": self.topology,
