@@ -109,7 +109,8 @@ DELAYED_S = 0.5
 delayed (``bfm logs '{component="producer"} |= "delayed"'``; its trace id leads to the
 failover behind it with ``bfm trace``)."""
 DELAYED_LOGS_PER_S = 20
-"""At most this many such lines a second: a failover delays thousands at once."""
+"""At most this many such lines a second, and as many again of traced (sampled) messages: a
+failover delays thousands at once."""
 _log = logging.getLogger("bfm.producer")
 
 
@@ -217,6 +218,7 @@ class Producer:
         self._fast_roots = tracer is None
         self._tally = messages(site, COMPONENT)  # added to the counter once per tick
         self._delayed_logs = _LogBudget(DELAYED_LOGS_PER_S)
+        self._traced_delayed_logs = _LogBudget(DELAYED_LOGS_PER_S)
         self._latency = Latency(site, COMPONENT)
 
     async def run(self, *, duration_s: float, give_up_s: float = 30.0) -> ProducerStats:
@@ -370,9 +372,14 @@ class Producer:
         self.stats.max_wait_s = max(self.stats.max_wait_s, wait_s)
         self.stats.recent_waits_s.append(wait_s)
         self._tally.add(msg.kind, "acked")
-        self._latency.observe(msg.kind, max(0.0, wait_s), exemplar_of(msg.span))
-        if msg.refusals and wait_s >= DELAYED_S and self._delayed_logs.take(acked_s):
-            _log_delayed(msg, wait_s, answer)
+        traced = exemplar_of(msg.span)
+        self._latency.observe(msg.kind, max(0.0, wait_s), traced)
+        if msg.refusals and wait_s >= DELAYED_S:
+            # a traced message has its own budget: it is rare (sampled) and the one an
+            # operator can follow to the failover, so untraced ones never crowd it out
+            budget = self._delayed_logs if traced is None else self._traced_delayed_logs
+            if budget.take(acked_s):
+                _log_delayed(msg, wait_s, answer)
         span = msg.span
         if span is not None:
             if span.is_recording():
