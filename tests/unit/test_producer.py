@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from failover.core.fencing import Assignment, EpochFence, Ownership
 from failover.core.topology import DEFAULT_COMPONENTS
 from failover.workload.envelope import Envelope, shard_of
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
-from failover.workload.producer import Producer, kind_cycle
+from failover.workload.producer import DELAYED_LOGS_PER_S, Producer, _Message, kind_cycle
 from failover.workload.router import Router
 
 SHARDS = 4
@@ -322,3 +323,42 @@ def test_message_mixes_keep_their_proportions() -> None:
     ]
     with pytest.raises(ValueError, match="unknown message mix 'bursty'"):
         kind_cycle("bursty", seed=1)
+
+
+def test_traced_delayed_messages_are_logged_even_in_a_burst_of_untraced_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failover acknowledges hundreds of delayed messages at once: the untraced ones use
+    up their budget of lines, and the traced ones (the lines bfm trace can follow) still
+    get theirs."""
+    spans = TracerProvider().get_tracer("test")  # always on: every span is sampled
+    now_s = 1_000_000.25
+    producer = Producer(
+        [("127.0.0.1", 9)],
+        rate_per_s=1.0,
+        shard_count=SHARDS,
+        history=io.StringIO(),
+        wall=lambda: now_s,
+    )
+
+    def acked(n: int, *, traced: bool) -> None:
+        span = spans.start_span("bfm.produce") if traced else None
+        msg = _Message(f"m{n}", "alarm", "eap", 0, b"", now_s - 1.0, span, refusals=2)
+        producer._in_flight += 1
+        future: asyncio.Future[bytes] = asyncio.Future(loop=loop)
+        future.set_result(b'{"ok": true, "site": "b", "epoch": 3}')
+        producer._answered(msg, 0, future)
+
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level("WARNING", logger="bfm.producer"):
+            for n in range(3 * DELAYED_LOGS_PER_S):
+                acked(n, traced=False)
+            for n in range(5):
+                acked(1000 + n, traced=True)
+    finally:
+        loop.close()
+    delayed = [r for r in caplog.records if getattr(r, "event", "") == "delayed"]
+    traced = [r for r in delayed if getattr(r, "trace_id", "")]
+    assert len(delayed) == DELAYED_LOGS_PER_S + 5
+    assert len(traced) == 5
