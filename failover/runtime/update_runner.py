@@ -23,7 +23,6 @@ tick: a ``bfm update abort`` in between wins, and this tick's result is dropped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from failover.core.topology import Topology
@@ -249,8 +248,3 @@ class UpdateRunner:
             self._running = None  # someone else wrote (an abort): read again next tick
         except (OutcomeUnknown, StoreError) as err:
             log.warning(f"cannot write update/state: {err}", extra={"event": "update_write"})
-
-
-def runner_for(store: CoordinationStore, topology: Topology, clock: Clock) -> Callable[[], None]:
-    """The tick function a site process calls while its controller leads."""
-    return UpdateRunner(store, topology=topology, clock=clock).tick
