@@ -259,15 +259,13 @@ def status(
 ) -> None:
     """Where the update is: each step with its phase, and the outcome."""
     from failover.core.update_state import StateError
-    from failover.runtime.update_admin import read_update
+    from failover.runtime.update_admin import damaged, read_update
 
     with running_system(store, run_dir) as coordination:
         try:
             state, _ = read_update(coordination)
         except StateError as err:
-            raise CheckFailed(
-                f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
-            ) from None
+            raise CheckFailed(damaged(err)) from None
     if state is None:
         typer.echo("{}" if as_json else "no update was ever started")
         return
@@ -286,15 +284,13 @@ def abort(
     """Stop the update: skip what is left, then undrain and rebalance (restores nothing)."""
     from failover.core.update_state import StateError
     from failover.runtime.admin import Refused
-    from failover.runtime.update_admin import abort_update
+    from failover.runtime.update_admin import abort_update, damaged
 
     with running_system(store, run_dir) as coordination:
         try:
             state, aborted = abort_update(coordination, force=force)
         except StateError as err:
-            raise CheckFailed(
-                f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
-            ) from None
+            raise CheckFailed(damaged(err)) from None
         except Refused as err:
             raise CheckFailed(str(err)) from None
     if state is None:

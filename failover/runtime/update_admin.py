@@ -29,6 +29,11 @@ def current_versions(store: CoordinationStore, topology: Topology) -> Versions:
     return {s: reports[s].versions() for s in topology.site_names if s in reports}
 
 
+def damaged(err: StateError) -> str:
+    """What to say of an unreadable ``update/state``, and how to get rid of it."""
+    return f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
+
+
 def read_update(store: CoordinationStore) -> tuple[UpdateState | None, str]:
     """The update's state (None: no update was ever started) and its revision.
 
@@ -108,6 +113,4 @@ def _existing(store: CoordinationStore) -> tuple[UpdateState | None, str]:
     try:
         return read_update(store)
     except StateError as err:
-        raise Refused(
-            f"update/state is damaged ({err}); remove it with 'bfm update abort --force'"
-        ) from None
+        raise Refused(damaged(err)) from None
