@@ -222,6 +222,7 @@ class Demo:
         if self.scenario in UPDATE_SCENARIOS:
             demo_update.write_release(self.run_dir, self.scenario, self.topology)
             clock, store, topology = SystemClock(), self.coordination(), self.topology
+            readiness = demo_update.UpdateReadiness(store, topology, clock)
             return [
                 Step(
                     at,
@@ -229,7 +230,8 @@ class Demo:
                     "release",
                     "inject",
                     lambda: demo_update.start_update(store, self.scenario, topology, clock),
-                    lambda: demo_update.ready_to_update(store, topology, clock),
+                    readiness.ready,
+                    readiness.waiting_for,
                 ),
                 *self._leader_crash_during_update(at + 15),
                 Step(  # after the crash's steps: a step waits for those before it
@@ -294,6 +296,10 @@ class Demo:
         """Run every step that is due."""
         run_due(self.steps, time.monotonic() - self.started_s, self.faults)
         self.launcher.restart_rebooted()  # a site that rebooted for an OS update comes back
+
+    def steps_not_run(self) -> list[dict[str, object]]:
+        """The scenario's steps still waiting when the run ended, and what for."""
+        return [step.describe() for step in self.steps]
 
     def traffic_done(self) -> bool:
         return self.producer is None or self.producer.poll() is not None

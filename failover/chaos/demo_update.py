@@ -62,10 +62,21 @@ def write_release(run_dir: Path, scenario: str, topology: Topology) -> Path:
     return path
 
 
-def ready_to_update(store: CoordinationStore, topology: Topology, clock: Clock) -> bool:
-    """Every site up and reporting, placement even: the update may start."""
-    snap = read_snapshot(store, topology, now_wall_s=clock.wall())
-    return not precheck_problems(snap, topology)
+class UpdateReadiness:
+    """Whether the update may start (every site up and reporting, placement even), and
+    the reasons it may not, as last seen (the report names them if it never started)."""
+
+    def __init__(self, store: CoordinationStore, topology: Topology, clock: Clock) -> None:
+        self.store, self.topology, self.clock = store, topology, clock
+        self.problems: list[str] = ["not checked yet"]
+
+    def ready(self) -> bool:
+        snap = read_snapshot(self.store, self.topology, now_wall_s=self.clock.wall())
+        self.problems = precheck_problems(snap, self.topology)
+        return not self.problems
+
+    def waiting_for(self) -> str:
+        return "the update's precheck: " + "; ".join(self.problems)
 
 
 def start_update(store: CoordinationStore, scenario: str, topology: Topology, clock: Clock) -> None:

@@ -18,6 +18,17 @@ class Step:
     action: str  # inject | heal
     run: Callable[[], None]
     ready: Callable[[], bool] = lambda: True  # due only once this holds too
+    waiting: Callable[[], str] = lambda: ""  # why it is not ready yet (for the report)
+
+    def describe(self) -> dict[str, object]:
+        """The step as the report lists one that never ran, with what it waited for."""
+        return {
+            "at_s": self.at_s,
+            "kind": self.kind,
+            "target": self.target,
+            "action": self.action,
+            "waiting_for": self.waiting(),
+        }
 
 
 def run_due(steps: list[Step], elapsed_s: float, timeline: list[FaultEvent]) -> None:

@@ -120,6 +120,8 @@ def demo(
         summary = run.stop()
     result = judge(directory, faults=run.faults, shards_per_site=run.shards_at_end)
     result.extra.update({"scenario": scenario, "rate_per_s": rate, "producer": summary})
+    if not_run := run.steps_not_run():
+        result.extra["steps_not_run"] = not_run
     data = result.to_json()
     if report is not None:
         report.write_text(json.dumps(data, indent=2), encoding="utf-8")
@@ -224,6 +226,11 @@ def _print_summary(data: dict[str, Any]) -> None:
                 f"{c} " + " ".join(f"{s}={n}" for s, n in sorted(per.items()))
                 for c, per in sorted(shards.items())
             )
+        )
+    for step in data.get("steps_not_run", []):
+        typer.echo(
+            f"  NOT RUN: {step['kind']} {step['target']} {step['action']} "
+            f"(due at {step['at_s']} s): waiting for {step['waiting_for'] or 'its turn'}"
         )
     for v in data["violations"]:
         typer.echo(f"  VIOLATION {v['invariant']}: {v['detail']}")

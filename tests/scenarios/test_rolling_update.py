@@ -28,11 +28,11 @@ pytestmark = pytest.mark.scenario
 COMPONENTS = ("aam", "backbone", "eap", "eep", "gsm", "msm")
 
 
-def _outcome(run_dir: Path) -> tuple[UpdateState, dict[str, dict[str, str]]]:
+def _outcome(run_dir: Path, data: dict[str, Any]) -> tuple[UpdateState, dict[str, dict[str, str]]]:
     store = open_store(f"sqlite://{run_dir / 'bfm.db'}")
     try:
         state, _ = read_update(store)
-        assert state is not None, "no update was started"
+        assert state is not None, f"no update was started: {data.get('steps_not_run')}"
         versions = current_versions(store, default_topology(shards_per_component=4))
         return state, {s: dict(v) for s, v in versions.items()}
     finally:
@@ -48,7 +48,7 @@ def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
         tmp_path, "rolling-update", duration_s=300, rate=150, shards=4, timeout_s=480
     )
     assert_judged_clean(done, data)
-    state, versions = _outcome(tmp_path / "run")
+    state, versions = _outcome(tmp_path / "run", data)
     assert state.outcome is Outcome.SUCCEEDED, state.reason
     assert _healed(data), "the demo ended before the update did"
     for site in ("a", "b"):
@@ -63,7 +63,7 @@ def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
 def test_a_bad_version_is_rolled_back_under_load(tmp_path: Path) -> None:
     done, data = run_demo(tmp_path, "bad-update", duration_s=120, rate=150, shards=4)
     assert_judged_clean(done, data)
-    state, versions = _outcome(tmp_path / "run")
+    state, versions = _outcome(tmp_path / "run", data)
     assert state.outcome is Outcome.ROLLED_BACK, state.reason
     assert "error ratio" in state.reason
     assert versions["a"]["eap"] == "1.0.0" and versions["b"]["eap"] == "1.0.0"
@@ -80,7 +80,7 @@ def test_a_leader_killed_mid_update_is_resumed_by_the_next(tmp_path: Path) -> No
     assert {f["kind"] for f in data["faults"]} == {"update", "leader_crash"}
     at = {(f["kind"], f["action"]): f["at_s"] for f in data["faults"]}
     assert at[("update", "inject")] < at[("leader_crash", "inject")] < at[("update", "heal")]
-    state, versions = _outcome(tmp_path / "run")
+    state, versions = _outcome(tmp_path / "run", data)
     assert state.outcome is Outcome.SUCCEEDED, state.reason
     for site in ("a", "b"):
         assert {c: versions[site][c] for c in COMPONENTS} == dict.fromkeys(COMPONENTS, "2.0.0")
