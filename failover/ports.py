@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from failover.core.licensing import DongleEvidence
 from failover.core.versions import DEFAULT_VERSION
 
 JsonDoc = Mapping[str, Any]
@@ -113,6 +114,18 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` (a fake clock advances instead)."""
+        ...
+
+
+class Dongle(Protocol):
+    """This site's license dongle: locally a signed file, in Kubernetes a mounted Secret.
+
+    ``read`` never raises on bad content: a missing, tampered, foreign, expired or
+    malformed dongle is evidence with that status and a reason naming the fix
+    (``failover.core.licensing``)."""
+
+    def read(self, now_wall_s: float) -> DongleEvidence:
+        """What the dongle shows at wall time ``now_wall_s``."""
         ...
 
 

@@ -207,3 +207,34 @@ MESSAGE_SECONDS = Histogram(
     (*SITE_COMPONENT, "kind"),
     buckets=MESSAGE_BUCKETS_S,
 )
+
+# -- licensing (the leader's view; failover.runtime.license_keeper) ----------------------
+LICENSE_STATE = Gauge(
+    "bfm_license_state",
+    "1 for the system's license state (licensed, grace, unlicensed), 0 for the others; "
+    "site: the leader's.",
+    (*SITE_COMPONENT, "state"),
+)
+LICENSE_GRACE_REMAINING_SECONDS = Gauge(
+    "bfm_license_grace_remaining_seconds",
+    "Seconds of the grace period left (the whole period while licensed, 0 when unlicensed); "
+    "site: the leader's.",
+    SITE_COMPONENT,
+)
+LICENSE_DONGLE_VALID = Gauge(
+    "bfm_license_dongle_valid",
+    "1 while the site presents a valid dongle for this system, else 0; site: the dongle's.",
+    SITE_COMPONENT,
+)
+LICENSE_DONGLE_STATUS = Gauge(
+    "bfm_license_dongle_status",
+    "1 for what the site's dongle is (valid, missing, expired, tampered, foreign, "
+    "malformed), 0 for the rest; site: the dongle's.",
+    (*SITE_COMPONENT, "status"),
+)
+LICENSE_DONGLE_EXPIRY = Gauge(
+    "bfm_license_dongle_expiry_timestamp_seconds",
+    "When the site's dongle expires (Unix seconds; only for a dongle whose signature "
+    "verified); site: the dongle's.",
+    SITE_COMPONENT,
+)

@@ -51,6 +51,14 @@ def run(
         str | None,
         typer.Option(help="Publish what this site may serve here, for its router and modules."),
     ] = None,
+    license_dir: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BFM_LICENSE_DIR",
+            help="License directory (license.json, the public key, <site>.license); "
+            "default: <run dir>/license when it exists, else licensing is off.",
+        ),
+    ] = None,
 ) -> None:
     """Run one site until SIGTERM/SIGINT (or --duration); logs JSON lines on stderr."""
     from failover.adapters.store_url import StoreUrlError, open_store
@@ -91,8 +99,10 @@ def run(
         logging_setup.configure()  # telemetry off (BFM_TELEMETRY=off): JSON logs all the same
     if fencing_disabled():
         warn_fencing_off()
+    licensing = _licensing(site, license_dir, run_dir)
     settings = SiteSettings(
         site=site,
+        license=licensing[0] if licensing else None,
         topology=topology,
         listen=_host_port(listen),
         peers=peers,
@@ -102,13 +112,43 @@ def run(
     try:
         items_file = Path(run_dir) / f"site-items-{site}.json" if run_dir is not None else None
         exit_code = _run_until_stopped(
-            settings, coordination, probes, stop_after_s, status_file, components_dir, items_file
+            settings,
+            coordination,
+            probes,
+            stop_after_s,
+            status_file,
+            components_dir,
+            items_file,
+            licensing[1] if licensing else None,
         )
     finally:
         coordination.close()
         shutdown_process()
     if exit_code:
         raise typer.Exit(exit_code)  # EXIT_REBOOT: start this site again (an OS update)
+
+
+def _licensing(site: str, license_dir: str | None, run_dir: str | None) -> tuple[Any, Any] | None:
+    """The license policy and this site's dongle, from ``--license-dir`` (or the run
+    directory's ``license/``); None when licensing is not configured."""
+    from failover.adapters.license_config import CONFIG_FILE, LicenseConfig, LicenseConfigError
+    from failover.adapters.license_dongle import LicenseFileDongle
+    from failover.runtime.license_keeper import LicensePolicy
+
+    if license_dir is None:
+        default = Path(run_dir) / "license" if run_dir is not None else None
+        if default is None or not (default / CONFIG_FILE).exists():
+            return None
+        license_dir = str(default)
+    try:
+        config = LicenseConfig.load(Path(license_dir))
+        public_key = config.public_key()
+    except LicenseConfigError as err:
+        raise UsageError(f"--license-dir: {err}") from None
+    dongle = LicenseFileDongle(
+        config.license_file(site), public_key, site=site, system_id=config.system_id
+    )
+    return LicensePolicy(config.system_id, config.grace_s), dongle
 
 
 def _from_run_dir(
@@ -146,6 +186,7 @@ def _run_until_stopped(
     status_file: str | None,
     components_dir: Path | None,
     items_file: Path | None = None,
+    dongle: Any = None,
 ) -> int:
     """Run the site; with ``components_dir`` it also starts and supervises its components,
     at the versions the rolling update wants (``update/desired/<site>``). The exit code:
@@ -181,6 +222,7 @@ def _run_until_stopped(
         supervisor=supervisor,
         health=probes.health if probes is not None else (lambda component: None),
         items_file=items_file,
+        dongle=dongle,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())

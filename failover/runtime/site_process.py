@@ -24,10 +24,11 @@ from failover.core.fencing import Ownership
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology, default_topology
 from failover.core.versions import ComponentHealth
-from failover.ports import Clock, CoordinationStore
+from failover.ports import Clock, CoordinationStore, Dongle
 from failover.runtime.controller import ControllerRuntime
 from failover.runtime.grants import publish
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
+from failover.runtime.license_keeper import DonglePublisher, LicenseKeeper, LicensePolicy
 from failover.runtime.site_agent import SiteAgentRuntime
 from failover.runtime.site_versions import EXIT_REBOOT, SiteVersions
 from failover.runtime.supervisor import Supervisor
@@ -52,6 +53,8 @@ class SiteSettings:
     fencing_enabled: bool = True
     grants_file: Path | None = None  # where to publish this site's grants for its components
     versions_interval_s: float = 0.5  # how often the site reconciles and reports versions
+    license: LicensePolicy | None = None  # None: licensing not configured (nothing judged)
+    license_interval_s: float = 1.0  # how often the dongle is read and the license judged
 
 
 class SiteProcess:
@@ -69,12 +72,14 @@ class SiteProcess:
         controller_store: CoordinationStore | None = None,
         health: Callable[[str], ComponentHealth | None] = lambda component: None,
         items_file: Path | None = None,
+        dongle: Dongle | None = None,
     ) -> None:
         """``controller_store``: the store as the controller replica reaches it (default
         ``store``; the site entry point passes a second ``InstrumentedStore`` around the
         same store, so each side's requests are measured under its own label).
         ``health``: a component's last reported version and counters (its liveness ping);
-        ``items_file``: where the site's installed OS and cluster versions are kept."""
+        ``items_file``: where the site's installed OS and cluster versions are kept.
+        ``dongle``: this site's license dongle (published when licensing is configured)."""
         self.settings = settings
         self.supervisor = supervisor
         self._serving: bool | None = None  # as last routed through the platform
@@ -133,6 +138,16 @@ class SiteProcess:
             items_file=items_file,
         )
         self.updates = UpdateRunner(controller_store or store, topology=s.topology, clock=clock)
+        self.dongle = (
+            DonglePublisher(store, dongle, site=s.site, clock=clock)
+            if dongle is not None and s.license is not None
+            else None
+        )
+        self.license = (
+            LicenseKeeper(controller_store or store, s.license, site=s.site, clock=clock)
+            if s.license is not None
+            else None
+        )
         self._threads: list[threading.Thread] = []
         self._was_leading = False
 
@@ -146,6 +161,8 @@ class SiteProcess:
             ("heartbeats", s.timing.heartbeat_interval_s, self.heartbeats.ping_all),
             ("versions", s.versions_interval_s, self.versions.tick),
         ]
+        if self.license is not None:
+            loops.append(("license", s.license_interval_s, self._license_tick))
         if self.agent is not None:
             loops += [
                 ("renew", s.timing.renew_interval_s, self._renew),
@@ -278,6 +295,16 @@ class SiteProcess:
             self._was_leading = leading
             what = "became the leader" if leading else "is no longer the leader"
             log.info(f"controller {what}", extra={"event": "leader", "leading": leading})
+
+    def _license_tick(self) -> None:
+        """Publish this site's dongle; judge the license when this replica leads."""
+        assert self.license is not None
+        if self.dongle is not None:
+            self.dongle.tick()
+        if self.controller.leading(self.clock.monotonic()):
+            self.license.tick()
+        else:
+            self.license.stop_leading()
 
     def _committed(self, decision: Decision, before: Ownership) -> None:
         shards = list(decision.shards)

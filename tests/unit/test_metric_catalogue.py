@@ -18,7 +18,17 @@ from failover import telemetry  # registers the catalogue
 
 DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
 NOT_METRICS = {"bfm_observe"}  # the package, named in the doc's prose
-BOUNDED_LABELS = {"site", "component", "kind", "outcome", "phase", "op", "reason"}
+BOUNDED_LABELS = {
+    "site",
+    "component",
+    "kind",
+    "outcome",
+    "phase",
+    "op",
+    "reason",
+    "state",
+    "status",
+}
 
 
 def _catalogue() -> dict[str, tuple[str, ...]]:
