@@ -41,9 +41,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.workload",
     "failover.cli.demo",
     "failover.cli.update",
+    "failover.cli.license",
     "failover.cli.chaos",
     "failover.cli.logstore",
     "failover.cli.logs",
+    "failover.cli.dashboards",
 )
 
 _EXIT_CODES_HELP = (

@@ -196,3 +196,18 @@ def read_status(store: CoordinationStore) -> LicenseStatus | None:
     not configured); ValueError when the document is damaged."""
     got = store.get(STATUS_KEY)
     return LicenseStatus.from_doc(got.value) if got is not None else None
+
+
+def change_refused(store: CoordinationStore, *, change: str) -> str | None:
+    """Why ``change`` (an update, a configuration change) is refused now, or None.
+
+    Refused only when the leader's last verdict is unlicensed. No verdict (licensing not
+    configured) or a damaged one (the leader rewrites it within seconds) refuses nothing:
+    the verdict gates changes, it must never be what stops an operator by accident."""
+    try:
+        status = read_status(store)
+    except ValueError:
+        return None
+    if status is None or status.state is not LicenseState.UNLICENSED:
+        return None
+    return f"{change} is refused because the system is unlicensed: {status.reason}"

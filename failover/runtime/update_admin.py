@@ -1,6 +1,7 @@
 """Starting, reading and aborting a rolling update in the store (``bfm update``).
 
-``begin`` checks that the system may start an update now (``update_checks``'s precheck:
+``begin`` checks that the system is not unlicensed (``license_docs.change_refused``) and
+that it may start an update now (``update_checks``'s precheck:
 every site up and reporting, no failover or hand-back running, nothing drained, pinned or
 capped, placement even, components ready) and writes the update's first state to
 ``update/state``; the leading controller's ``UpdateRunner`` carries it out. A finished
@@ -19,6 +20,7 @@ from failover.core.update_state import StateError, UpdateState
 from failover.core.update_steps import Plan
 from failover.ports import Conflict, CoordinationStore
 from failover.runtime.admin import Refused
+from failover.runtime.license_docs import change_refused
 from failover.runtime.update_checks import precheck_problems, read_snapshot
 from failover.runtime.version_docs import UPDATE_STATE_KEY, read_reported
 
@@ -61,6 +63,9 @@ def begin(
             f"{len(state.steps)}); follow it with 'bfm update status' or stop it with "
             "'bfm update abort'"
         )
+    refused = change_refused(store, change=f"the update to release {plan.release}")
+    if refused:
+        raise Refused(refused)
     problems = precheck_problems(read_snapshot(store, topology, now_wall_s=now_wall_s), topology)
     if problems:
         raise Refused(

@@ -21,10 +21,12 @@ from failover.adapters.sqlite_store import SqliteStore
 from failover.cli.main import run
 from failover.core.controller import PlacementPolicy
 from failover.core.detector import DetectorTiming
+from failover.core.licensing import LicenseState
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import default_topology
 from failover.runtime.controller import ControllerRuntime
 from failover.runtime.documents import lease_key
+from failover.runtime.license_docs import LicenseStatus, write_status
 from failover.runtime.site_agent import SiteAgentRuntime
 from failover.runtime.site_versions import SiteVersions
 from failover.runtime.update_admin import read_update
@@ -232,3 +234,25 @@ def test_status_shows_the_running_update(
     assert "update: release 2.0 running (update), step " in out
     code, out, _ = bfm(capsys, "status", f"--store={system.url}", "--json")
     assert json.loads(out)["update"]["outcome"] == "running"
+
+
+def test_apply_is_refused_when_unlicensed(
+    system: System, release: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "no live site presents a valid dongle; install a valid license file"
+    status = LicenseStatus(
+        LicenseState.UNLICENSED, reason, "sys-1", 60.0, 0.0, 1.0, None, (), ("a", "b", "w")
+    )
+    write_status(system.store, status)
+    code, _, err = bfm(capsys, "update", "apply", str(release), f"--store={system.url}")
+    assert code == 1
+    assert "refused because the system is unlicensed" in err and reason in err
+    assert read_update(system.store)[0] is None
+    write_status(
+        system.store,
+        LicenseStatus(
+            LicenseState.GRACE, "grace", "sys-1", 60.0, 30.0, 1.0, None, (), ("a", "b", "w")
+        ),
+    )
+    bfm(capsys, "update", "apply", str(release), f"--store={system.url}", "--no-wait")
+    assert read_update(system.store)[0] is not None  # in grace everything still works
