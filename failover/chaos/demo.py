@@ -40,7 +40,8 @@ from typing import Any
 from failover.adapters.etcd_cluster import EtcdCluster
 from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
-from failover.chaos import demo_update
+from failover.chaos import demo_license, demo_update
+from failover.chaos.demo_license import LICENSE_SCENARIOS, LicenseScenario, LicenseWatch
 from failover.chaos.demo_update import UPDATE_SCENARIOS
 from failover.chaos.logstore_process import LogStoreProcess
 from failover.chaos.report import FaultEvent
@@ -54,6 +55,7 @@ from failover.workload.endpoints import Endpoints
 from failover.workload.launcher import Launcher
 
 FAULT_AT_S = 5.0
+LICENSE_WATCH_EVERY_S = 0.5
 OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SCENARIOS = (
     "none",
@@ -65,6 +67,7 @@ SCENARIOS = (
     "switchover",
     "drain",
     *UPDATE_SCENARIOS,
+    *LICENSE_SCENARIOS,
 )
 
 
@@ -99,6 +102,8 @@ class Demo:
         self._eap_pid: int | None = None
         self.shards_at_end: dict[str, dict[str, int]] | None = None
         self.logs: LogStoreProcess | None = None
+        self.license_watch: LicenseWatch | None = None
+        self._license_seen_s = 0.0
 
     @property
     def stats_file(self) -> Path:
@@ -130,6 +135,7 @@ class Demo:
             self.etcd = EtcdCluster(self.run_dir / "etcd")
             self.etcd.start()
         self.launcher.prepare(self.store_url)
+        self.license = demo_license.set_up(self.run_dir, self.topology, self.scenario)
         write_scrape_config(self.run_dir)
         for site in self.topology.site_names:
             self.launcher.start_site(site)
@@ -219,6 +225,15 @@ class Demo:
                 Step(at, "drain", "a", "inject", lambda: self._operate("drain")),
                 Step(at + 10, "drain", "a", "heal", lambda: self._operate("undrain")),
             ]
+        if self.scenario in LICENSE_SCENARIOS:
+            return LicenseScenario(
+                self.scenario,
+                self.license,
+                self.watch_license(),
+                self.run_dir,
+                self.topology,
+                (l.kill_site, l.start_site),
+            ).steps(at)
         if self.scenario in UPDATE_SCENARIOS:
             demo_update.write_release(self.run_dir, self.scenario, self.topology)
             clock, store, topology = SystemClock(), self.coordination(), self.topology
@@ -292,8 +307,16 @@ class Demo:
     def _restart_leader(self) -> None:
         self.launcher.start_site(self._leader)
 
+    def watch_license(self) -> LicenseWatch:
+        if self.license_watch is None:
+            self.license_watch = LicenseWatch(self.coordination())
+        return self.license_watch
+
     def tick(self) -> None:
-        """Run every step that is due."""
+        """Run every step that is due; note the license verdict's changes."""
+        if time.monotonic() - self._license_seen_s >= LICENSE_WATCH_EVERY_S:
+            self._license_seen_s = time.monotonic()
+            self.watch_license().observe()
         run_due(self.steps, time.monotonic() - self.started_s, self.faults)
         self.launcher.restart_rebooted()  # a site that rebooted for an OS update comes back
 

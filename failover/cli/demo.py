@@ -120,6 +120,8 @@ def demo(
         summary = run.stop()
     result = judge(directory, faults=run.faults, shards_per_site=run.shards_at_end)
     result.extra.update({"scenario": scenario, "rate_per_s": rate, "producer": summary})
+    if run.license_watch is not None:
+        result.extra["license"] = run.license_watch.report()
     if not_run := run.steps_not_run():
         result.extra["steps_not_run"] = not_run
     data = result.to_json()

@@ -11,7 +11,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from failover.cli.status import admin_line, instances_line, read_status, update_line
+from failover.cli.status import (
+    admin_line,
+    instances_line,
+    license_line,
+    read_status,
+    update_line,
+)
 from failover.ports import StoreError
 
 if TYPE_CHECKING:
@@ -65,7 +71,8 @@ def render(run: Demo) -> Group:
         Panel(
             f"scenario {run.scenario}: {faults}\n{admin_line(data.get('admin', {}))}\n"
             + instances_line(data)
-            + (f"\n{escape(update_line(data['update']))}" if data.get("update") else ""),
+            + (f"\n{escape(update_line(data['update']))}" if data.get("update") else "")
+            + (f"\n{escape(license_line(data['license']))}" if "license" in data else ""),
             title="faults and operator actions",
         ),
     )

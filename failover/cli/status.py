@@ -135,7 +135,40 @@ def read_status(store: Any, *, now_wall_s: float, events: int = STATUS_EVENTS) -
     }
     result["events"] = read_event_docs(store, limit=events)
     result["update"] = read_update_summary(store)
+    result["license"] = read_license_summary(store)
     return result
+
+
+def read_license_summary(store: Any) -> dict[str, Any] | None:
+    """The leader's license verdict in one mapping (None: licensing not configured)."""
+    from failover.runtime.license_docs import read_status as read_license
+
+    try:
+        found = read_license(store)
+    except ValueError as err:
+        return {"damaged": str(err)}
+    if found is None:
+        return None
+    return {
+        "state": found.state.value,
+        "licensed_by": list(found.licensed_by),
+        "grace_remaining_s": found.grace_remaining_s,
+        "dongles": {s: e.status.value for s, e in sorted(found.dongles.items())},
+    }
+
+
+def license_line(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "license: not configured"
+    if "damaged" in summary:
+        return f"license: status damaged ({summary['damaged']})"
+    dongles = ", ".join(f"{s} {v}" for s, v in summary["dongles"].items())
+    line = f"license: {summary['state']}"
+    if summary["licensed_by"]:
+        line += f" by {', '.join(summary['licensed_by'])}"
+    if summary["state"] != "licensed":
+        line += f", grace left {summary['grace_remaining_s'] / 3600:.1f} h"
+    return f"{line} (dongles: {dongles}; details: bfm license)"
 
 
 def read_update_summary(store: Any) -> dict[str, Any] | None:
@@ -296,6 +329,8 @@ def render(data: dict[str, Any]) -> Group:
     ]
     if data.get("update") is not None:
         parts.append(Text(update_line(data["update"])))  # plain: summaries hold [rollback]
+    if "license" in data:
+        parts.append(Text(license_line(data["license"])))
     if data.get("events"):
         parts.append(events_table(data["events"], title="latest events"))
     return Group(*parts)

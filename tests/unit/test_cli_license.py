@@ -16,6 +16,7 @@ from failover.adapters.license_dongle import LicenseFileDongle
 from failover.adapters.license_files import load_public_key, read_dongle
 from failover.adapters.sqlite_store import SqliteStore
 from failover.cli.main import run
+from failover.cli.status import license_line, read_license_summary
 from failover.core.licensing import DongleStatus
 from failover.runtime.documents import LEADER_KEY, ownership_key
 from failover.runtime.license_keeper import DonglePublisher, LicenseKeeper, LicensePolicy
@@ -141,3 +142,15 @@ def test_issue_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
         capsys, "license", "issue", f"--key={tmp_path / 'signing.key'}", "--system-id=bad id!"
     )
     assert code == 2 and "system_id" in err
+
+
+def test_the_status_line_says_who_licenses_and_the_grace_left(licensed: Licensed) -> None:
+    assert license_line(read_license_summary(licensed.store)) == "license: not configured"
+    licensed.step()
+    line = license_line(read_license_summary(licensed.store))
+    assert line.startswith("license: licensed by a, b, w (dongles: a valid, b valid, w valid")
+    for site in SITES:
+        licensed.config.license_file(site).unlink()
+    licensed.step()
+    line = license_line(read_license_summary(licensed.store))
+    assert line.startswith("license: grace, grace left 0.0 h (dongles: a missing"), line
