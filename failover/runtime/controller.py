@@ -359,7 +359,6 @@ class ControllerRuntime:
                 )
                 self.metrics.observe_phases(phases)
                 committed += done
-            self.trace.forget_observations(component="")
             for d in committed:
                 current[d.component] = d.ownership
         self.metrics.export_state(self.topology, current, views, policy)

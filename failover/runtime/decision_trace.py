@@ -79,6 +79,8 @@ class DecisionTracer:
         self.clock, self.tracer = clock, tracer
         self.keep_s, self.components = keep_s, components
         self.observed: dict[tuple[str, str], deque[Observation]] = {}
+        # site-level observations -> the components whose decisions have told them
+        self._told: dict[Observation, set[str]] = {}
         self._alive: dict[str, bool] = {}
 
     # -- what the next decision's bfm.detect span tells -----------------------------------
@@ -90,19 +92,27 @@ class DecisionTracer:
         kept.append(Observation(at_s, wall_s, site, component, what))
 
     def take_observations(self, components: Iterable[str]) -> list[Observation]:
-        """The observations that led to a decision about ``components``: theirs and the
-        sites' (forgotten once older than the longest hold-off and a lease duration)."""
+        """The observations that led to a decision about ``components``: theirs, and the
+        sites' that no earlier decision about all of these components told (a site's
+        going down explains the failover of each of its components, in whichever round
+        each one is decided). Older than the longest hold-off and a lease duration, an
+        observation explains nothing any more."""
         wanted = set(components)
         oldest_s = self.clock.monotonic() - self.keep_s
-        taken = [
-            o
-            for (_, c), kept in self.observed.items()
-            if c in wanted or not c
-            for o in kept
-            if o.mono_s >= oldest_s
-        ]
+        taken = []
+        for (_, c), kept in self.observed.items():
+            for o in kept:
+                if o.mono_s < oldest_s or (c and c not in wanted):
+                    continue
+                if not c:
+                    told = self._told.setdefault(o, set())
+                    if wanted <= told:
+                        continue
+                    told |= wanted
+                taken.append(o)
         for c in wanted:
             self.forget_observations(component=c)
+        self._told = {o: told for o, told in self._told.items() if o.mono_s >= oldest_s}
         return sorted(taken, key=lambda o: o.mono_s)
 
     def forget_observations(self, *, component: str) -> None:

@@ -29,6 +29,7 @@ from failover.core.topology import default_topology
 from failover.ports import Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
 from failover.runtime import admin
 from failover.runtime.controller import ControllerRuntime
+from failover.runtime.decision_trace import DecisionTracer
 from failover.runtime.documents import ownership_key
 from failover.runtime.grants import Grants
 from failover.runtime.instrumented_store import InstrumentedStore
@@ -412,3 +413,20 @@ def test_the_instrumented_store_counts_every_outcome() -> None:
         ("create", "unknown"): 1,
         ("compare_and_set", "ok"): 1,
     }
+
+
+def test_a_site_going_down_explains_each_components_decision_once() -> None:
+    """A round that decides about some components (a hand-back still running) must not
+    use up the observation of a site going down for the components decided later; each
+    component's decision tells it once, and it ages out after ``keep_s``."""
+    clock = FakeClock()
+    tracer = DecisionTracer(
+        "w", clock=clock, tracer=NoOpTracer(), keep_s=10.0, components=TOPOLOGY.components
+    )
+    tracer.observe("a", "", "site a down", at_s=clock.monotonic())
+    assert [o.what for o in tracer.take_observations(["gsm"])] == ["site a down"]
+    clock.advance(0.5)
+    assert [o.what for o in tracer.take_observations(["eap", "eep"])] == ["site a down"]
+    assert tracer.take_observations(["eap"]) == []
+    clock.advance(10.0)
+    assert tracer.take_observations(["aam"]) == []
