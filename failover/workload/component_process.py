@@ -150,14 +150,16 @@ class DecisionNotices:
         """``sites``: the worker sites, named in shard counts even when they own none."""
         self.site, self.component, self.routes, self.sites = site, component, routes, sites
         self._tracer = tracer or telemetry.tracer()
-        self._routed: dict[str, str] | None = None  # component -> trace id the router saw
-        self._applied = ""  # the trace id of this module's component last logged
+        # component -> the decision (trace id, span id) the router saw: a drain and the
+        # transfer that finishes it share a trace, so the span tells them apart
+        self._routed: dict[str, tuple[str, str]] | None = None
+        self._applied = ("", "")  # the decision of this module's component last logged
 
     def observe(self, current: Mapping[str, Ownership]) -> None:
         """Call after each answered read of the ownership documents."""
         mine = current.get(self.component)
-        if mine is not None and mine.trace_id and mine.trace_id != self._applied:
-            self._applied = mine.trace_id
+        if mine is not None and mine.trace_id and (mine.trace_id, mine.span_id) != self._applied:
+            self._applied = (mine.trace_id, mine.span_id)
             _module_log.info(
                 "module %s at site %s applies decision %s (max epoch %d, %d shards here)",
                 self.component,
@@ -169,12 +171,12 @@ class DecisionNotices:
             )
         if not self.routes:
             return
-        seen = {c: o.trace_id for c, o in current.items()}
+        seen = {c: (o.trace_id, o.span_id) for c, o in current.items()}
         if self._routed is None:  # the map this router started with: no reroute yet
             self._routed = seen
             return
-        for component, trace_id in sorted(seen.items()):
-            if trace_id and trace_id != self._routed.get(component):
+        for component, decision in sorted(seen.items()):
+            if decision[0] and decision != self._routed.get(component):
                 self.reroute(current[component])
         self._routed = seen
 

@@ -527,6 +527,25 @@ def test_a_new_decision_makes_a_reroute_span_in_its_trace_and_log_lines(
     assert [getattr(r, "trace_id", None) for r in module_lines] == ["1" * 32, DECISION_TRACE]
 
 
+def test_a_transfer_in_the_trace_of_its_drain_is_rerouted_too(
+    spans: Spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drain and the transfer that finishes it share a trace (each its own decision
+    span): the router logs both, so its log never shows the drained map as the last."""
+    notices = DecisionNotices("b", "eap", routes=True, sites=("a", "b"), tracer=spans.tracer)
+    caplog.set_level(logging.INFO, logger="bfm")
+    notices.observe({"eap": _ownership("1" * 32, "2" * 16, ("a", "a", "a", "a"), 1)})
+    notices.observe({"eap": _ownership(DECISION_TRACE, DECISION_SPAN, ("a", "a", "a", "a"), 2)})
+    notices.observe({"eap": _ownership(DECISION_TRACE, "3" * 16, ("b", "b", "b", "b"), 3)})
+    epochs = [dict(s.attributes or {})["bfm.epoch"] for s in spans.named("bfm.reroute")]
+    assert epochs == [2, 3]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bfm.router"]
+    assert [line.split("under")[0].split(": ")[1] for line in lines] == [
+        "shards a=4 b=0 ",
+        "shards a=0 b=4 ",
+    ]
+
+
 def test_a_decision_traceparent_needs_both_ids() -> None:
     assert decision_traceparent(_ownership(DECISION_TRACE, DECISION_SPAN, ("a",), 1)) == DECISION
     assert decision_traceparent(_ownership(DECISION_TRACE, "", ("a",), 1)) == ""
