@@ -1,6 +1,7 @@
-"""Shared building blocks of BFM's Grafana dashboards (grafanalib): datasource and label
-variables, panels that cannot be built without a description, a row-by-row layout,
-links between BFM dashboards, and stable uids.
+"""Shared building blocks of BFM's Grafana dashboards (grafanalib): panels that cannot be
+built without a description, a row-by-row layout, links between BFM dashboards, stable
+uids, and (from ``sources``, re-exported here) the datasources, variables, queries and
+annotations.
 
 Every ``*.dashboard.py`` in this folder builds on these, so the dashboards look, filter
 and link alike (docs/dashboards.md). ``bfm dashboards build`` puts this folder on
@@ -9,126 +10,129 @@ and link alike (docs/dashboards.md). ``bfm dashboards build`` puts this folder o
 
 from __future__ import annotations
 
-import re
+import json
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import attr
+from board import (
+    GRID_WIDTH,
+    SCHEMA_VERSION,
+    TAG,
+    UID_MAX_CHARS,
+    UID_PREFIX,
+    Row,
+    bfm_dashboard,
+    dashboard_uid,
+    layout,
+    links_by_tag,
+    required,
+    row,
+)
 from grafanalib import core
+from sources import (
+    ALL,
+    DS_LOKI,
+    DS_PROMETHEUS,
+    DS_TRACES,
+    LOKI,
+    LOKI_ALL,
+    PROMETHEUS,
+    TRACES,
+    Query,
+    component_variable,
+    datasource_variable,
+    decision_annotations,
+    increase_with_new,
+    label_variable,
+    loki,
+    loki_datasource,
+    loki_variable,
+    prom,
+    prometheus_datasource,
+    site_variable,
+    textbox_variable,
+    trace_by_id,
+    trace_datasource,
+)
 
-GRID_WIDTH = 24  # Grafana's grid is 24 columns wide; heights are in 30-pixel units
-# Grafana 10/11's schema. grafanalib's default (12) would have Grafana run its old-row
-# migrations on every load, and they rewrite the gridPos this module computes.
-SCHEMA_VERSION = 39
-TAG = "bfm"  # every BFM dashboard carries it; the dashboards' links list them by it
-UID_PREFIX = "bfm-"
-UID_MAX_CHARS = 40  # Grafana refuses longer uids
-
-DS_PROMETHEUS = "DS_PROMETHEUS"
-DS_LOKI = "DS_LOKI"
-PROMETHEUS: dict[str, str] = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-LOKI: dict[str, str] = {"type": "loki", "uid": "${DS_LOKI}"}
-
-ALL = ".*"  # what "All" of a label variable expands to in a `site=~"$site"` matcher
+# Everything a dashboard may import: this module's panels and, re-exported, the
+# dashboard (board) and data (sources) helpers, so that it imports from one place.
+__all__ = [
+    "ALL",
+    "BLUE",
+    "DS_LOKI",
+    "DS_PROMETHEUS",
+    "DS_TRACES",
+    "GREEN",
+    "GREY",
+    "GRID_WIDTH",
+    "LOKI",
+    "LOKI_ALL",
+    "ORANGE",
+    "PROMETHEUS",
+    "RED",
+    "SCHEMA_VERSION",
+    "TAG",
+    "TRACES",
+    "UID_MAX_CHARS",
+    "UID_PREFIX",
+    "BarGauge",
+    "Gauge",
+    "Mappings",
+    "Query",
+    "Row",
+    "Steps",
+    "Traces",
+    "bar_gauge",
+    "bfm_dashboard",
+    "component_variable",
+    "dashboard_uid",
+    "datasource_variable",
+    "decision_annotations",
+    "increase_with_new",
+    "label_variable",
+    "layout",
+    "leader_stat",
+    "link_to",
+    "links_by_tag",
+    "logs",
+    "loki",
+    "loki_datasource",
+    "loki_variable",
+    "prom",
+    "prometheus_datasource",
+    "row",
+    "section",
+    "site_variable",
+    "stat",
+    "state_timeline",
+    "steps",
+    "table",
+    "textbox_variable",
+    "timeseries",
+    "trace_by_id",
+    "trace_datasource",
+    "traces",
+    "value_mappings",
+]
 
 GREEN, ORANGE, RED, BLUE, GREY = "green", "orange", "red", "blue", "text"
-
-_UID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 Steps = list[dict[str, Any]]
 Mappings = list[dict[str, Any]]
 
 
-# -- identity and links ------------------------------------------------------------------
+def link_to(panel: core.Panel, name: str, title: str) -> core.Panel:
+    """``panel`` with a link to the BFM dashboard ``name`` (its uid), keeping the time
+    range and ``$site``: where to look next when this panel is red."""
+    url = f"/d/{dashboard_uid(name)}?${{__url_time_range}}&${{site:queryparam}}"
+    return attr.evolve(panel, links=[*panel.links, {"title": title, "url": url}])
 
 
-def dashboard_uid(name: str) -> str:
-    """``bfm-<name>``: fixed by the dashboard's name, never generated, so links, bookmarks
-    and runbook URLs survive every rebuild and every Grafana instance."""
-    uid = f"{UID_PREFIX}{name}"
-    if not _UID.fullmatch(uid) or len(uid) > UID_MAX_CHARS:
-        raise ValueError(
-            f"dashboard name {name!r} gives the uid {uid!r}: use lowercase letters, digits "
-            f"and single dashes, at most {UID_MAX_CHARS - len(UID_PREFIX)} characters"
-        )
-    return uid
-
-
-def links_by_tag(tag: str = TAG, *, title: str = "BFM dashboards") -> list[core.DashboardLink]:
-    """One drop-down listing every dashboard tagged ``tag``; it keeps the time range and the
-    variables (site, datasources), so moving between dashboards keeps the view."""
-    return [
-        core.DashboardLink(
-            asDropdown=True,
-            includeVars=True,
-            keepTime=True,
-            tags=[tag],
-            title=title,
-            type="dashboards",
-        )
-    ]
-
-
-# -- template variables --------------------------------------------------------------------
-
-
-def datasource_variable(name: str, plugin: str, label: str) -> core.Template:
-    """A variable of type datasource (``${name}``) choosing any ``plugin`` datasource, so
-    one JSON file works on every Grafana whatever its datasources are called."""
-    return core.Template(name=name, query=plugin, type="datasource", label=label, refresh=1)
-
-
-def prometheus_datasource() -> core.Template:
-    return datasource_variable(DS_PROMETHEUS, "prometheus", "Prometheus")
-
-
-def loki_datasource() -> core.Template:
-    return datasource_variable(DS_LOKI, "loki", "Loki")
-
-
-def site_variable(selector: str = "bfm_site_up") -> core.Template:
-    """``$site``: the sites ``selector`` has series for, several at once, "All" = ``.*``.
-    Queries filter with ``site=~"$site"``."""
-    return _label_variable("site", "Site", f"label_values({selector}, site)")
-
-
-def component_variable(metric: str = "bfm_component_up") -> core.Template:
-    """``$component``: the components ``metric`` has series for at the chosen sites.
-    Queries filter with ``component=~"$component"``."""
-    return _label_variable(
-        "component", "Component", f'label_values({metric}{{site=~"$site"}}, component)'
-    )
-
-
-def _label_variable(name: str, label: str, query: str) -> core.Template:
-    return core.Template(
-        name=name,
-        label=label,
-        query=query,
-        dataSource=PROMETHEUS,
-        includeAll=True,
-        multi=True,
-        allValue=ALL,
-        default="$__all",
-        refresh=core.REFRESH_ON_TIME_RANGE_CHANGE,
-    )
-
-
-# -- queries, thresholds, value mappings ---------------------------------------------------
-
-
-def prom(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> core.Target:
-    """A Prometheus query on ``${DS_PROMETHEUS}``; panels give it its refId."""
-    return core.Target(
-        expr=expr,
-        legendFormat=legend,
-        instant=instant or table,
-        format="table" if table else "time_series",
-        intervalFactor=1,  # one point per Grafana interval; grafanalib's 2 halves resolution
-        datasource=PROMETHEUS,
-    )
+# -- thresholds, value mappings -----------------------------------------------------------
 
 
 def steps(base: str, *above: tuple[float, str]) -> Steps:
@@ -175,8 +179,8 @@ def stat(
     """A stat of the last value of each series, coloured by ``mappings``/``thresholds``."""
     return core.Stat(
         title=title,
-        description=_required(title, description),
-        dataSource=PROMETHEUS,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
         targets=_with_ref_ids(targets),
         format=unit,
         decimals=decimals,
@@ -200,14 +204,21 @@ def timeseries(
     thresholds: Steps | None = None,
     value_min: int | None = None,
     value_max: int | None = None,
+    stacked: bool = False,
+    bars: bool = False,
 ) -> core.TimeSeries:
-    """A line per series, legend as a table with last and max, tooltip over all series."""
+    """A line per series, legend as a table with last and max, tooltip over all series;
+    ``thresholds`` are drawn as lines (where the alert fires), ``stacked`` areas add up
+    to a total, ``bars`` for counts per interval."""
     return core.TimeSeries(
         title=title,
-        description=_required(title, description),
-        dataSource=PROMETHEUS,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
         targets=_with_ref_ids(targets),
         unit=unit,
+        stacking={"mode": "normal", "group": "A"} if stacked else {},
+        fillOpacity=25 if stacked or bars else 0,
+        drawStyle="bars" if bars else "line",
         thresholds=thresholds or steps(GREEN),
         thresholdsStyleMode="line" if thresholds else "off",
         valueMin=value_min,
@@ -229,8 +240,8 @@ def state_timeline(
     """One band per series whose colour and text come from ``mappings``: for states."""
     return core.StateTimeline(
         title=title,
-        description=_required(title, description),
-        dataSource=PROMETHEUS,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
         targets=_with_ref_ids(targets),
         mappings=mappings,
         thresholds=steps(GREY),
@@ -241,6 +252,15 @@ def state_timeline(
     )
 
 
+@dataclass(frozen=True)
+class Gauge:
+    """A table column of numbers drawn as a gauge bar, coloured by ``thresholds``."""
+
+    unit: str
+    thresholds: Steps
+    value_max: float | None = None
+
+
 def table(
     title: str,
     *,
@@ -249,46 +269,178 @@ def table(
     hide_columns: Iterable[str] = ("Time", "Value"),
     column_mappings: dict[str, Mappings] | None = None,
     sort_by: str = "site",
+    descending: bool = False,
+    rename: dict[str, str] | None = None,
+    gauges: dict[str, Gauge] | None = None,
 ) -> core.Table:
     """An instant table (queries with ``table=True``): one row per series, the label
     columns shown, ``hide_columns`` hidden, and each column of ``column_mappings`` shown
-    as coloured cells with its mappings' texts; rows sorted by ``sort_by``."""
+    as coloured cells with its mappings' texts; rows sorted by ``sort_by``. Several
+    queries are merged into one row per label set, their values (``Value #A``, ...)
+    named by ``rename`` and drawn as ``gauges``."""
     overrides = [
-        {
-            "matcher": {"id": "byName", "options": column},
-            "properties": [
-                {"id": "mappings", "value": mappings},
-                {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                {"id": "custom.displayMode", "value": "color-background"},
-            ],
-        }
+        _override(
+            column,
+            {"id": "mappings", "value": mappings},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            {"id": "custom.displayMode", "value": "color-background"},
+        )
         for column, mappings in (column_mappings or {}).items()
+    ] + [
+        _override(
+            column,
+            {"id": "unit", "value": gauge.unit},
+            {"id": "min", "value": 0},
+            {"id": "max", "value": gauge.value_max},
+            {"id": "thresholds", "value": {"mode": "absolute", "steps": gauge.thresholds}},
+            {"id": "color", "value": {"mode": "thresholds"}},
+            {"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}},
+        )
+        for column, gauge in (gauges or {}).items()
     ]
-    organize = {"excludeByName": dict.fromkeys(hide_columns, True)}
+    organize: dict[str, Any] = {"excludeByName": dict.fromkeys(hide_columns, True)}
+    if rename:
+        organize["renameByName"] = rename
+    merge = [{"id": "merge", "options": {}}] if len(targets) > 1 else []
     return core.Table(
         title=title,
-        description=_required(title, description),
-        dataSource=PROMETHEUS,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
         targets=_with_ref_ids(targets),
         thresholds=steps(GREY),
         overrides=overrides,
-        transformations=[{"id": "organize", "options": organize}],
-        sortBy=[core.TableSortByField(displayName=sort_by)],
+        transformations=[*merge, {"id": "organize", "options": organize}],
+        sortBy=[core.TableSortByField(displayName=sort_by, desc=descending)],
+    )
+
+
+def _override(column: str, *properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "matcher": {"id": "byName", "options": column},
+        "properties": [p for p in properties if p["value"] is not None],
+    }
+
+
+def bar_gauge(
+    title: str,
+    *,
+    description: str,
+    targets: Sequence[core.Target],
+    unit: str,
+    thresholds: Steps,
+    value_max: float | None = None,
+) -> BarGauge:
+    """A horizontal bar per series, its last value coloured by ``thresholds``: the
+    fullest resource stands out (Grafana 10's bar gauge model, not grafanalib's old one)."""
+    return BarGauge(
+        title=title,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
+        targets=_with_ref_ids(targets),
+        thresholds=thresholds,
+        unit=unit,
+        value_max=value_max,
+    )
+
+
+def logs(
+    title: str,
+    *,
+    description: str,
+    targets: Sequence[core.Target],
+    oldest_first: bool = False,
+) -> core.Logs:
+    """Log lines with their time, labels and details (structured metadata such as the
+    trace id), wrapped; newest first unless ``oldest_first`` (a trace reads top down)."""
+    return core.Logs(
+        title=title,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
+        targets=_with_ref_ids(targets),
+        showTime=True,
+        showLabels=True,
+        wrapLogMessages=True,
+        enableLogDetails=True,
+        sortOrder="Ascending" if oldest_first else "Descending",
+    )
+
+
+def traces(title: str, *, description: str, targets: Sequence[core.Target]) -> Traces:
+    """Grafana's trace view (spans as a waterfall) of the traces ``targets`` return."""
+    return Traces(
+        title=title,
+        description=required(title, description),
+        dataSource=_datasource_of(title, targets),
+        targets=_with_ref_ids(targets),
+    )
+
+
+@attr.s
+class BarGauge(core.Panel):
+    """Grafana 10's bar gauge (grafanalib's emits the pre-7 ``fieldOptions`` that Grafana
+    would migrate over these settings)."""
+
+    unit: str = attr.ib(default="none")
+    value_max: float | None = attr.ib(default=None)
+
+    def to_json_data(self) -> dict[str, Any]:
+        return self.panel_json(
+            {
+                "type": "bargauge",
+                "fieldConfig": {
+                    "defaults": {
+                        "unit": self.unit,
+                        "min": 0,
+                        "max": self.value_max,
+                        "color": {"mode": "thresholds"},
+                    },
+                    "overrides": [],
+                },
+                "options": {
+                    "displayMode": "gradient",
+                    "orientation": "horizontal",
+                    "showUnfilled": True,
+                    "valueMode": "color",
+                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                },
+            }
+        )
+
+
+@attr.s
+class Traces(core.Panel):
+    """Grafana's ``traces`` panel (not in grafanalib)."""
+
+    def to_json_data(self) -> dict[str, Any]:
+        return self.panel_json({"type": "traces", "options": {}})
+
+
+def leader_stat(*, description: str) -> core.Stat:
+    """ "Leader": the site whose controller replica holds the leader lease (the leader
+    series carries the replica's own site), or NO LEADER; ignores ``$site``."""
+    leading = 'max by (site) (bfm_controller_is_leader{component="controller"}) == 1'
+    return stat(
+        "Leader",
+        description=description,
+        targets=[prom(leading, "{{site}}")],
+        thresholds=steps(BLUE),
+        text_mode="name",
+        no_value="NO LEADER",
     )
 
 
 def section(title: str, *, description: str) -> core.RowPanel:
     """A row header: a title across the grid that groups the panels below it."""
-    return core.RowPanel(title=title, description=_required(title, description))
+    return core.RowPanel(title=title, description=required(title, description))
 
 
-def _required(title: str, description: str) -> str:
-    if not description.strip():
-        raise ValueError(
-            f"panel {title!r} has no description: say what it shows, where the numbers "
-            "come from and what to do when it is red"
-        )
-    return description.strip()
+def _datasource_of(title: str, targets: Sequence[core.Target]) -> Any:
+    """The one datasource of a panel's queries (a panel of mixed datasources would need
+    Grafana's "-- Mixed --" pseudo-datasource, which no variable can switch)."""
+    found = {json.dumps(t.datasource, sort_keys=True) for t in targets}
+    if len(found) > 1:
+        raise ValueError(f"panel {title!r} mixes datasources {sorted(found)}: split it")
+    return targets[0].datasource if targets else PROMETHEUS
 
 
 def _with_ref_ids(targets: Sequence[core.Target]) -> list[core.Target]:
@@ -300,81 +452,3 @@ def _with_ref_ids(targets: Sequence[core.Target]) -> list[core.Target]:
         attr.evolve(target, refId=ref_id)
         for target, ref_id in zip(targets, string.ascii_uppercase, strict=False)
     ]
-
-
-# -- layout -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Row:
-    """Panels side by side, left to right, all ``height`` high; widths add up to <= 24."""
-
-    height: int
-    cells: tuple[tuple[core.Panel, int], ...]
-
-
-def row(height: int, *cells: tuple[core.Panel, int]) -> Row:
-    """``row(5, (state_panel, 8), (grace_panel, 8))``."""
-    width = sum(w for _, w in cells)
-    if height < 1 or width > GRID_WIDTH or any(w < 1 for _, w in cells):
-        titles = [panel.title for panel, _ in cells]
-        raise ValueError(
-            f"row {titles} is {width} wide and {height} high: widths must be >= 1 and add "
-            f"up to at most {GRID_WIDTH}, the height >= 1"
-        )
-    return Row(height, cells)
-
-
-def layout(*items: Row | core.RowPanel) -> list[core.Panel]:
-    """The panels placed top to bottom (a section header takes a full-width line), each
-    with its gridPos and an id numbered from 1 in reading order: the same source always
-    gives the same ids, so panel links (``viewPanel=<id>``) stay valid."""
-    placed: list[core.Panel] = []
-    y = 0
-    for item in items:
-        if isinstance(item, core.RowPanel):
-            grid = core.GridPos(h=1, w=GRID_WIDTH, x=0, y=y)
-            placed.append(attr.evolve(item, gridPos=grid, id=len(placed) + 1))
-            y += 1
-            continue
-        x = 0
-        for panel, width in item.cells:
-            grid = core.GridPos(h=item.height, w=width, x=x, y=y)
-            placed.append(attr.evolve(panel, gridPos=grid, id=len(placed) + 1))
-            x += width
-        y += item.height
-    return placed
-
-
-# -- the dashboard ----------------------------------------------------------------------------
-
-
-def bfm_dashboard(
-    *,
-    name: str,
-    title: str,
-    description: str,
-    panels: list[core.Panel],
-    variables: Sequence[core.Template],
-    tags: Sequence[str] = (),
-    time_from: str = "now-6h",
-    refresh: str = "30s",
-) -> core.Dashboard:
-    """A BFM dashboard: uid ``bfm-<name>``, title ``BFM / <title>``, tagged ``bfm``, linked
-    to the other BFM dashboards, shared crosshair, modern schema. Not editable in Grafana:
-    the source is the ``*.dashboard.py`` file, and the next build would overwrite edits."""
-    return core.Dashboard(
-        title=f"BFM / {title}",
-        uid=dashboard_uid(name),
-        description=_required(title, description),
-        tags=[TAG, *tags],
-        panels=panels,
-        templating=core.Templating(list=list(variables)),
-        links=links_by_tag(),
-        schemaVersion=SCHEMA_VERSION,
-        graphTooltip=core.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
-        editable=False,
-        refresh=refresh,
-        time=core.Time(time_from, "now"),
-        timezone="browser",
-    )
