@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.logstore",
     "failover.cli.logs",
     "failover.cli.dashboards",
+    "failover.cli.alerts",
 )
 
 _EXIT_CODES_HELP = (
