@@ -12,9 +12,9 @@ ready (the watchdog's notification arrived) before the demo starts. Faults:
 - ``site-crash``: kill -9 of every process of site a: the seconds until the critical
   BfmSiteDown{site="a"} page arrives;
 - ``component-crash``: kill -9 of site a's EAP module while its site's supervisor
-  restarts it: the seconds until the first notification of any alert about site a other
-  than the watchdog, whichever fires first. None may fire at all: the component alerts
-  wait ``for: 10s`` and the restart takes less; the report then says so (``notified`` 0).
+  restarts it: the seconds until the warning BfmComponentRestarted{site="a"} ticket
+  arrives (the other component alerts wait ``for: 10s`` and the restart takes less). Its
+  traffic runs 45 s after the fault, past the warning route's 30 s group_wait.
 
 Per fault, ``held_after_fault`` lists every alert about site a that Prometheus held
 (pending or firing) between the fault and the end of the traffic: the longest unbroken
@@ -53,9 +53,9 @@ from failover.chaos.demo import FAULT_AT_S, headless_command
 from failover.chaos.report import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-FAULTS = {  # scenario -> (fault kind on the timeline, seconds of traffic)
-    "site-crash": ("site_crash", 25),
-    "component-crash": ("component_crash", 35),
+FAULTS = {  # scenario -> (fault kind on the timeline, seconds of traffic, the alert it waits for)
+    "site-crash": ("site_crash", 25, "BfmSiteDown"),
+    "component-crash": ("component_crash", 50, "BfmComponentRestarted"),
 }
 POLL_S = 0.25
 
@@ -98,12 +98,11 @@ def first_notification(
             labels = alert.get("labels", {})
             if alert.get("status") != "firing" or labels.get("site") != "a":
                 continue
-            if scenario == "site-crash" and labels.get("alertname") != "BfmSiteDown":
+            if labels.get("alertname") != FAULTS[scenario][2]:
                 continue
             if started_s(alert) < after_s - 1.0:  # firing before the fault: not about it
                 continue
-            if labels.get("alertname") != "BfmWatchdog":
-                return n, alert
+            return n, alert
     return None
 
 
@@ -134,7 +133,7 @@ def longest_held(polls: list[tuple[float, dict[str, str]]]) -> dict[str, dict[st
 
 
 def trial(scenario: str, *, rate: int, work: Path) -> dict[str, Any]:
-    kind, traffic_s = FAULTS[scenario]
+    kind, traffic_s, _ = FAULTS[scenario]
     run_dir = work / f"{scenario}-{time.monotonic_ns()}"
     report = run_dir.with_suffix(".json")
     polls: list[tuple[float, dict[str, str]]] = []  # (when, {site a's alert: its state})
