@@ -66,12 +66,7 @@ class LicenseWatch:
             return
         if status is None:
             return
-        seen = {
-            "state": status.state.value,
-            "licensed_by": list(status.licensed_by),
-            "presenting": list(status.presenting),
-            "dongles": {s: e.status.value for s, e in sorted(status.dongles.items())},
-        }
+        seen = status.summary()
         if not self.timeline or {k: self.timeline[-1][k] for k in seen} != seen:
             self.timeline.append({"at_wall_s": round(time.time(), 3), **seen})
 

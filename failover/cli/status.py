@@ -149,12 +149,7 @@ def read_license_summary(store: Any) -> dict[str, Any] | None:
         return {"damaged": str(err)}
     if found is None:
         return None
-    return {
-        "state": found.state.value,
-        "licensed_by": list(found.licensed_by),
-        "grace_remaining_s": found.grace_remaining_s,
-        "dongles": {s: e.status.value for s, e in sorted(found.dongles.items())},
-    }
+    return {**found.summary(), "grace_remaining_s": found.grace_remaining_s}
 
 
 def license_line(summary: dict[str, Any] | None) -> str:

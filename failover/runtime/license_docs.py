@@ -141,6 +141,16 @@ class LicenseStatus:
             at_wall_s=at_wall_s,
         )
 
+    def summary(self) -> dict[str, Any]:
+        """Who licenses the system and what each dongle is, in one plain mapping (what
+        ``bfm status`` shows and the demo records on every change)."""
+        return {
+            "state": self.state.value,
+            "licensed_by": list(self.licensed_by),
+            "presenting": list(self.presenting),
+            "dongles": {s: e.status.value for s, e in sorted(self.dongles.items())},
+        }
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "schema": STATUS_SCHEMA,
