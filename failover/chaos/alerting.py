@@ -233,8 +233,10 @@ class AlertStack:
         work_dir: Path | None = None,
         rule_files: Sequence[Path] | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        exemplars: bool = True,
     ) -> None:
         self.run_dir = run_dir
+        self.exemplars = exemplars  # exemplar storage: scrapes in OpenMetrics keep trace ids
         self.work_dir = work_dir or run_dir / "alerting"
         self.rule_files = rule_files
         self.ready_timeout_s = ready_timeout_s
@@ -301,6 +303,7 @@ class AlertStack:
             f"--storage.tsdb.path={self.work_dir / 'prometheus-data'}",
             f"--web.listen-address={_host_port(self.prometheus_url)}",
             f"--rules.alert.resend-delay={RESEND_DELAY}",
+            *(["--enable-feature=exemplar-storage"] if self.exemplars else []),
         )
 
     def _spawn(self, name: str, binary: str, *args: str) -> None:

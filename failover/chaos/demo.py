@@ -55,12 +55,15 @@ from failover.workload.endpoints import Endpoints
 from failover.workload.launcher import Launcher
 
 FAULT_AT_S = 5.0
+CPU_HOG_S = 30.0
+HOG_ON, HOG_OFF = signal.SIGUSR1, signal.SIGUSR2  # failover.workload.cpu_hog
 LICENSE_WATCH_EVERY_S = 0.5
 OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SCENARIOS = (
     "none",
     "component-crash",
     "component-pause",
+    "cpu-hog",
     "site-crash",
     "site-return",
     "leader-crash",
@@ -205,6 +208,17 @@ class Demo:
                     lambda: self._signal_eap(signal.SIGCONT),
                 ),
             ]
+        if self.scenario == "cpu-hog":
+            return [
+                Step(at, "cpu_hog", "b/gsm", "inject", lambda: self._signal("b", "gsm", HOG_ON)),
+                Step(
+                    at + CPU_HOG_S,
+                    "cpu_hog",
+                    "b/gsm",
+                    "heal",
+                    lambda: self._signal("b", "gsm", HOG_OFF),
+                ),
+            ]
         if self.scenario in ("site-crash", "site-return"):
             steps = [Step(at, "site_crash", "a", "inject", lambda: l.kill_site("a"))]
             if self.scenario == "site-return":
@@ -288,6 +302,9 @@ class Demo:
                 admin.undrain(store, "a", **how)
         finally:
             store.close()
+
+    def _signal(self, site: str, component: str, signum: int) -> None:
+        self.launcher.signal_component(site, component, signum)
 
     def _signal_eap(self, signum: int) -> None:
         self._eap_pid = self.launcher.signal_component("a", "eap", signum)

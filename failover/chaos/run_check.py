@@ -23,6 +23,7 @@ GRANT_KINDS = {"initial", "failover", "transfer"}
 HEAL_LABELS = {
     "site_crash:heal": "site_return",
     "component_pause:heal": "component_resume",
+    "cpu_hog:heal": "cpu_hog_end",
     "drain:heal": "undrain",
     "switchover:heal": "rebalance",
     # bfm chaos: what follows a heal (a site back, a process resumed) counts apart

@@ -29,8 +29,9 @@ def demo(
     scenario: Annotated[
         str,
         typer.Option(
-            help="none, component-crash, component-pause, site-crash, site-return, leader-crash,"
-            " switchover, drain."
+            help="none, component-crash, component-pause, cpu-hog, site-crash, site-return,"
+            " leader-crash, switchover, drain, rolling-update, bad-update, update-leader-crash,"
+            " license-site-crash, license-dongles-removed, license-bad-files."
         ),
     ] = "none",
     shards: Annotated[int, typer.Option(min=2, help="Shards per component.")] = 16,

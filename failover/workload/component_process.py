@@ -11,7 +11,9 @@ component (logger ``bfm.module``); both lines carry the decision's trace id.
 
 The process runs one ``version`` (``bfm component run --version``): its module and router
 report it, and the module answers the site agent's ping with the health of the whole
-process (its counters and the router's, summed: ``ModuleService.health_parts``)."""
+process (its counters and the router's, summed: ``ModuleService.health_parts``).
+``SIGUSR1`` starts a CPU hog in the process and ``SIGUSR2`` stops it (``CpuHog``: a test
+fault of the reference components)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from failover.core.versions import DEFAULT_VERSION
 from failover.ports import CoordinationStore, StoreError
 from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
 from failover.runtime.grants import GrantsReader, grants_path
+from failover.workload.cpu_hog import CpuHog
 from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
@@ -315,6 +318,9 @@ def run(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        hog = CpuHog(time.monotonic)  # the reference components' CPU fault (docs/chaos.md)
+        loop.add_signal_handler(signal.SIGUSR1, hog.start)
+        loop.add_signal_handler(signal.SIGUSR2, hog.stop)
         await serve(
             site,
             component,
