@@ -161,6 +161,8 @@ def increase_with_new(selector: str, window: str) -> str:
 
 # -- annotations -----------------------------------------------------------------------------
 
+ANNOTATION_STEP = "15s"  # Grafana asks for an annotation's query at most this often
+
 
 def decision_annotations() -> list[dict[str, Any]]:
     """Failovers (red) and planned moves (drains, transfers; blue) the leading controller
@@ -177,7 +179,10 @@ def decision_annotations() -> list[dict[str, Any]]:
         ),
         _annotation(
             "Sites down",
-            'max by (site) (bfm_site_up{component="controller"}) == 0',
+            # down at any scrape since the last step: a step apart, a short outage would
+            # fall between two samples and never be marked
+            f'max by (site) (min_over_time(bfm_site_up{{component="controller"}}'
+            f"[{ANNOTATION_STEP}])) == 0",
             "orange",
             "site {{site}} down",
         ),
@@ -201,7 +206,7 @@ def _annotation(name: str, expr: str, colour: str, title: str) -> dict[str, Any]
         "iconColor": colour,
         "name": name,
         "expr": expr,
-        "step": "15s",
+        "step": ANNOTATION_STEP,
         "titleFormat": title,
         "tagKeys": "site,component,kind",
         "textFormat": "",
