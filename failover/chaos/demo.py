@@ -85,6 +85,7 @@ class Demo:
     store: str = "sqlite"  # sqlite (a file in the run dir), etcd (a local cluster), or a URL
     mix: str = "uniform"  # the producer's kinds of message (failover.workload.producer.MIXES)
     logstore: bool = True  # run the embedded log and trace store and ship to it
+    settle_s: float | None = None  # end the traffic this long after the last step ran
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -107,6 +108,7 @@ class Demo:
         self.logs: LogStoreProcess | None = None
         self.license_watch: LicenseWatch | None = None
         self._license_seen_s = 0.0
+        self._finishing = False
 
     @property
     def stats_file(self) -> Path:
@@ -336,6 +338,10 @@ class Demo:
             self.watch_license().observe()
         run_due(self.steps, time.monotonic() - self.started_s, self.faults)
         self.launcher.restart_rebooted()  # a site that rebooted for an OS update comes back
+        if not self._finishing and self.settled() and not self.traffic_done():
+            assert self.producer is not None
+            self._finishing = True
+            self.producer.send_signal(signal.SIGTERM)  # sends no more; waits for its acks
 
     def steps_not_run(self) -> list[dict[str, object]]:
         """The scenario's steps still waiting when the run ended, and what for."""
@@ -343,6 +349,14 @@ class Demo:
 
     def traffic_done(self) -> bool:
         return self.producer is None or self.producer.poll() is not None
+
+    def settled(self) -> bool:
+        """With ``settle_s``: the scenario's every step has run, the last one at least
+        ``settle_s`` ago; ``tick`` then ends the traffic early (``duration_s`` stays the
+        ceiling)."""
+        if self.settle_s is None or self.steps or not self.faults:
+            return False
+        return time.time() - self.faults[-1].at_s >= self.settle_s
 
     def producer_stats(self) -> dict[str, Any]:
         try:
@@ -408,6 +422,7 @@ def headless_command(
     store: str = "sqlite",
     mix: str = "uniform",
     logstore: bool = False,
+    settle_s: float | None = None,
 ) -> list[str]:
     """The command line of one ``bfm demo --headless`` run (tests and benchmarks)."""
     return [
@@ -425,4 +440,5 @@ def headless_command(
         f"--store={store}",
         f"--mix={mix}",
         "--logstore" if logstore else "--no-logstore",
+        *([f"--settle={settle_s:g}s"] if settle_s is not None else []),
     ]

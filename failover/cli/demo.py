@@ -60,6 +60,13 @@ def demo(
             "log store (unless --no-logstore)."
         ),
     ] = None,
+    settle: Annotated[
+        str | None,
+        typer.Option(
+            help="End the traffic this long after the scenario's last step ran (e.g. 15s), "
+            "instead of at --duration, which stays the ceiling.",
+        ),
+    ] = None,
     logstore: Annotated[
         bool,
         typer.Option(
@@ -84,6 +91,7 @@ def demo(
     if scenario not in SCENARIOS:
         raise UsageError(f"--scenario {scenario!r} is not one of {', '.join(SCENARIOS)}")
     duration_s = parse_duration_s(duration)
+    settle_s = None if settle is None else parse_duration_s(settle)
     telemetry_env = _telemetry_env(otlp_endpoint)  # bad input fails before any file exists
     directory = run_dir or default_run_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,6 +107,7 @@ def demo(
         env=telemetry_env,
         mix=mix,
         logstore=logstore,
+        settle_s=settle_s,
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)
     typer.echo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -201,6 +202,9 @@ async def _run_with_stats(
                 write_text_atomically(stats_file, json.dumps(snapshot))
 
     task = asyncio.create_task(publish())
+    # SIGTERM ends the traffic early but cleanly: nothing new is sent, what is in flight is
+    # still waited for, and the history and stats are complete.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, producer.finish)
     try:
         return await producer.run(duration_s=duration_s)
     finally:

@@ -203,6 +203,7 @@ class Producer:
         self._stay_first = stay_first  # new messages to the first router whenever it is open
         self._open_routers = list(range(len(self.links)))
         self._in_flight = 0  # sent, neither acknowledged nor given up
+        self._finish_requested = False
         self._retries: list[tuple[float, int, _Message]] = []  # heap: (due, seq, message)
         self._retry_seq = itertools.count()
         self._preferred = 0  # the router that acknowledged last: new messages go there
@@ -222,19 +223,24 @@ class Producer:
         self._latency = Latency(site, COMPONENT)
 
     async def run(self, *, duration_s: float, give_up_s: float = 30.0) -> ProducerStats:
-        """Send for ``duration_s``, then wait up to ``give_up_s`` for the unacknowledged."""
+        """Send for ``duration_s`` (or until ``finish``), then wait up to ``give_up_s`` for
+        the unacknowledged."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         self._deadline = start + duration_s + give_up_s
         n = 0
+        sending = True
         while True:
             now = loop.time()
+            if sending and self._finish_requested:
+                sending, self._deadline = False, now + give_up_s
+            sending = sending and now < start + duration_s
             self._refresh_routing()
             outgoing: dict[int, list[_Message]] = {}
             while self._retries and self._retries[0][0] <= now:
                 _, _, msg = heapq.heappop(self._retries)
                 outgoing.setdefault(self._next_router(msg), []).append(msg)
-            if now < start + duration_s:
+            if sending:
                 due = int((now - start) * self.rate_per_s) + 1
                 while n < due and self._in_flight < self.max_in_flight:
                     msg = self._message(n)
@@ -255,6 +261,11 @@ class Producer:
         self._tally.flush()
         self.history.flush()
         return self.stats
+
+    def finish(self) -> None:
+        """Send no new message from now on; wait for those in flight as at the end of
+        the duration (SIGTERM to ``bfm produce``; the demo's ``--settle``)."""
+        self._finish_requested = True
 
     def _message(self, n: int) -> _Message:
         key = self.rng.choice(self.keys)

@@ -38,7 +38,14 @@ from failover.chaos.browser import chromium_binary, screenshot
 from failover.chaos.live_demo import CRASHED, HOGGED, LiveDemo, LiveDemoError
 from failover.core.topology import DEFAULT_COMPONENTS
 from failover.dashboards_preview import write_previews
-from failover.dashboards_query import Backends, TargetResult, Window, run_dashboard
+from failover.dashboards_query import (
+    Backends,
+    TargetResult,
+    Window,
+    expand,
+    run_dashboard,
+    variable_values,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -275,6 +282,44 @@ def test_every_expectation_names_a_real_panel() -> None:
     assert set(EXPECTED) - titles == set()
     names = {a["name"] for b in BUILT for a in b.model["annotations"]["list"] if a.get("expr")}
     assert names == set(ANNOTATIONS)
+
+
+LABEL_VALUES = re.compile(r"label_values\((?:(?P<selector>.+), )?(?P<label>\w+)\)")
+VARIABLE_SHOWS = {"site": WORKERS, "component": MODULES}
+
+
+def _variable_options(live: LiveRun, variable: dict[str, Any], values: dict[str, str]) -> set[str]:
+    """What Grafana's drop-down would list: the label's values over the run, through
+    Prometheus's or Loki's label-values API, the other variables at "All"."""
+    match = LABEL_VALUES.fullmatch(variable["query"])
+    assert match, f"variable {variable['name']}: not a label_values query: {variable['query']}"
+    selector = expand(match["selector"] or "", values)
+    span = {"start": str(int(live.window.start_s)), "end": str(int(live.window.end_s))}
+    if variable["datasource"]["type"] == "loki":
+        url = f"{live.demo.logstore_url}/loki/api/v1/label/{match['label']}/values"
+        params = {**span, **({"query": selector} if selector else {})}
+    else:
+        url = f"{live.demo.prometheus_url}/api/v1/label/{match['label']}/values"
+        params = {**span, "match[]": selector}
+    answer = requests.get(url, params=params, timeout=10).json()
+    assert answer["status"] == "success", f"variable {variable['name']}: {answer}"
+    return set(answer.get("data") or [])
+
+
+@pytest.mark.parametrize("uid", sorted(b.model["uid"] for b in BUILT))
+def test_every_variable_lists_the_sites_and_components(live: LiveRun, uid: str) -> None:
+    (model,) = [b.model for b in BUILT if b.model["uid"] == uid]
+    values = variable_values(model)
+    listed = {
+        variable["name"]: _variable_options(live, variable, values)
+        for variable in model["templating"]["list"]
+        if variable.get("type") == "query"
+    }
+    assert listed, f"{uid} has no label variable"
+    for name, options in listed.items():
+        lacking = VARIABLE_SHOWS.get(name, frozenset()) - options
+        assert options and not lacking, f"{uid}: ${name} lists {sorted(options)}, lacks {lacking}"
+    print(f"{uid}: { ({k: sorted(v) for k, v in listed.items()}) }")
 
 
 def test_latency_panels_carry_exemplars_that_lead_to_traces(live: LiveRun) -> None:

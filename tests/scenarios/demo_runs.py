@@ -23,9 +23,11 @@ def run_demo(
     timeout_s: float = 300,
     store: str = "sqlite",
     logstore: bool = False,
+    settle_s: float | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """The finished demo (exit code, output) and its JSON report; the run is in
-    ``tmp_path / "run"``."""
+    ``tmp_path / "run"``. With ``settle_s`` the traffic ends that long after the
+    scenario's last step (``duration_s`` is then the ceiling)."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         headless_command(
@@ -37,6 +39,7 @@ def run_demo(
             shards=shards,
             store=store,
             logstore=logstore,
+            settle_s=settle_s,
         ),
         check=False,
         capture_output=True,

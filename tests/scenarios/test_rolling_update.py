@@ -7,8 +7,9 @@ update scenarios (``failover.chaos.demo_update``) and the checker judges the tra
   fails under load and site a is rolled back, nothing lost, b never touched;
 - the leading controller killed (kill -9) mid-update: the next leader resumes it.
 
-After each run the store is read for the update's outcome and the versions the sites
-report. Times are asserted only under ceilings that catch a hang.
+Each run's traffic ends 10 s after the update did (``--settle``), its ``--duration``
+only a ceiling. After each run the store is read for the update's outcome and the
+versions the sites report. Times are asserted only under ceilings that catch a hang.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from failover.runtime.update_admin import current_versions, read_update
 
 pytestmark = pytest.mark.scenario
 COMPONENTS = ("aam", "backbone", "eap", "eep", "gsm", "msm")
+SETTLE_S = 10.0  # the traffic ends this long after the update ended (--duration: a ceiling)
 
 
 def _outcome(run_dir: Path, data: dict[str, Any]) -> tuple[UpdateState, dict[str, dict[str, str]]]:
@@ -45,7 +47,13 @@ def _healed(data: dict[str, Any]) -> bool:
 
 def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
     done, data = run_demo(
-        tmp_path, "rolling-update", duration_s=300, rate=150, shards=4, timeout_s=480
+        tmp_path,
+        "rolling-update",
+        duration_s=300,
+        rate=150,
+        shards=4,
+        timeout_s=480,
+        settle_s=SETTLE_S,
     )
     assert_judged_clean(done, data)
     state, versions = _outcome(tmp_path / "run", data)
@@ -61,7 +69,9 @@ def test_a_full_release_under_load_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_a_bad_version_is_rolled_back_under_load(tmp_path: Path) -> None:
-    done, data = run_demo(tmp_path, "bad-update", duration_s=120, rate=150, shards=4)
+    done, data = run_demo(
+        tmp_path, "bad-update", duration_s=150, rate=150, shards=4, settle_s=SETTLE_S
+    )
     assert_judged_clean(done, data)
     state, versions = _outcome(tmp_path / "run", data)
     assert state.outcome is Outcome.ROLLED_BACK, state.reason
@@ -74,7 +84,13 @@ def test_a_bad_version_is_rolled_back_under_load(tmp_path: Path) -> None:
 
 def test_a_leader_killed_mid_update_is_resumed_by_the_next(tmp_path: Path) -> None:
     done, data = run_demo(
-        tmp_path, "update-leader-crash", duration_s=200, rate=150, shards=4, timeout_s=400
+        tmp_path,
+        "update-leader-crash",
+        duration_s=200,
+        rate=150,
+        shards=4,
+        timeout_s=400,
+        settle_s=SETTLE_S,
     )
     assert_judged_clean(done, data)
     assert {f["kind"] for f in data["faults"]} == {"update", "leader_crash"}

@@ -140,6 +140,29 @@ def test_every_message_is_retried_until_acked_with_one_send_and_one_ack_line() -
         assert send["t"] <= ack["t"]
 
 
+def test_finish_ends_the_traffic_early_and_still_waits_for_every_ack() -> None:
+    """``finish`` (SIGTERM to ``bfm produce``): no new message after it, and each one in
+    flight, refused once and retried, is still acknowledged before ``run`` returns."""
+    router = FakeRouter(refusals=1)
+    history = io.StringIO()
+
+    async def scenario() -> None:
+        producer = _producer([await router.start()], history)
+        started = time.monotonic()
+        run = asyncio.ensure_future(producer.run(duration_s=30.0, give_up_s=3.0))
+        await asyncio.sleep(0.2)
+        producer.finish()
+        finished = len(router.seen)
+        stats = await run
+        assert time.monotonic() - started < 5.0, "it did not end early"
+        assert len(router.seen) <= finished + 10  # at most a batch already on its way
+        assert stats.sent == stats.acked == len(router.seen) >= 20
+        await router.close()
+
+    _run(scenario)
+    assert all(len(ops["ack"]) == 1 for ops in _history(history.getvalue()).values())
+
+
 def test_messages_on_a_dropped_connection_are_retried_on_a_new_one() -> None:
     router = FakeRouter(refusals=1, drop=True)
     history = io.StringIO()
