@@ -1,5 +1,7 @@
 """JSON log lines: one object per record, with the trace and span ids of the work that
-logged it, so a line leads to its trace (ARCHITECTURE.md section 5)."""
+logged it, so a line leads to its trace (ARCHITECTURE.md section 5). Secrets are
+redacted from the message, the extra fields and the exception (``bfm_observe.redaction``)
+before the line reaches any handler's output (stderr, Loki)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import time
 from typing import IO, Any
 
 from opentelemetry import trace
+
+from bfm_observe.redaction import redact_text, redact_value
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _CORE = ("ts", "level", "logger", "msg", "trace_id", "span_id", "error")
@@ -58,7 +62,7 @@ class JsonFormatter(logging.Formatter):
             "ts": rfc3339_ms(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
             "site": self.site,
             "component": self.component,
         }
@@ -68,11 +72,11 @@ class JsonFormatter(logging.Formatter):
             doc["span_id"] = span_id
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in _CORE:
-                doc[key] = value
+                doc[key] = redact_value(key, value)
         if record.exc_info:
-            doc["error"] = self.formatException(record.exc_info)
+            doc["error"] = redact_text(self.formatException(record.exc_info))
         elif record.exc_text:
-            doc["error"] = record.exc_text
+            doc["error"] = redact_text(record.exc_text)
         return doc
 
     def format(self, record: logging.LogRecord) -> str:

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
+from bfm_observe.redaction import redacted_span
 from bfm_observe.sampling import BfmRootSampler, SwitchableSampler
 
 DEFAULT_SAMPLE_RATIO = 0.01
@@ -54,7 +55,7 @@ class _SwitchableProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         inner = self.inner
         if inner is not None:
-            inner.on_end(span)
+            inner.on_end(redacted_span(span))  # no secret leaves in an attribute
 
     def shutdown(self) -> None:
         inner, self.inner = self.inner, None
