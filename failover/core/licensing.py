@@ -84,7 +84,7 @@ class DongleEvidence:
             _string(doc, name) for name in ("site", "reason", "system_id", "serial")
         )
         status = doc.get("status")
-        if status not in {s.value for s in DongleStatus}:
+        if not isinstance(status, str) or status not in {s.value for s in DongleStatus}:
             names = ", ".join(s.value for s in DongleStatus)
             raise ValueError(f"field 'status' must be one of {names}, got {status!r}")
         features = doc.get("features")

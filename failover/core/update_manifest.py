@@ -170,7 +170,7 @@ def _site_steps(raw: Any, where: str, problems: list[str]) -> tuple[SiteStep, ..
                 )
         kind = item.get("kind")
         kinds = ", ".join(k.value for k in SiteStepKind)
-        if kind not in {k.value for k in SiteStepKind}:
+        if not isinstance(kind, str) or kind not in {k.value for k in SiteStepKind}:
             problems.append(f"field '{at}.kind' must be one of {kinds}, got {kind!r}")
         name = item.get("name")
         if not isinstance(name, str) or not name.strip() or ":" in name or name != name.strip():

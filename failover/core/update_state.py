@@ -123,7 +123,7 @@ def _from_doc(doc: Any) -> UpdateState:
             raise StateError(f"field 'steps[{i}]' must be an object, got {type(raw).__name__}")
         fields = dict(raw)
         phase, note = fields.pop("phase", None), fields.pop("note", None)
-        if phase not in {p.value for p in Phase}:
+        if not isinstance(phase, str) or phase not in {p.value for p in Phase}:
             raise StateError(
                 f"field 'steps[{i}].phase' must be one of {_names(Phase)}, got {phase!r}"
             )
@@ -137,9 +137,9 @@ def _from_doc(doc: Any) -> UpdateState:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(steps):
         raise StateError(f"field 'index' must be an integer in [0, {len(steps)}], got {index!r}")
     mode, outcome, reason = doc.get("mode"), doc.get("outcome"), doc.get("reason")
-    if mode not in {p.value for p in Purpose}:
+    if not isinstance(mode, str) or mode not in {p.value for p in Purpose}:
         raise StateError(f"field 'mode' must be one of {_names(Purpose)}, got {mode!r}")
-    if outcome not in {o.value for o in Outcome}:
+    if not isinstance(outcome, str) or outcome not in {o.value for o in Outcome}:
         raise StateError(f"field 'outcome' must be one of {_names(Outcome)}, got {outcome!r}")
     if not isinstance(reason, str):
         raise StateError(f"field 'reason' must be a string, got {reason!r}")

@@ -64,6 +64,8 @@ class LeaderRecord:
 
     @staticmethod
     def from_doc(doc: Mapping[str, Any]) -> LeaderRecord:
+        if not isinstance(doc, Mapping):
+            raise ValueError(f"leader document must be an object, got {type(doc).__name__}")
         holder, term, count = doc.get("holder"), doc.get("term"), doc.get("renew_count")
         if not isinstance(holder, str) or not holder:
             raise ValueError(f"leader document: 'holder' must be a site name, got {holder!r}")
