@@ -13,10 +13,11 @@ turns into a clear message, a log line and, where it counts, a refusal), never
   and also feeds arbitrary JSON.
 - **Backbone envelopes** (the router's and modules' wire format): valid envelopes
   mutated, arbitrary bytes.
-- **Log-store wire formats**: Loki push JSON mutated from a valid push, protobuf push
-  bodies and OTLP bodies as arbitrary bytes and bit flips of valid ones, Tempo JSON.
-- **Operator input**: durations, sizes, listen addresses, points in time, peers,
-  release manifests.
+- **Log-store wire formats**: Loki push JSON mutated from a valid push, label-set text,
+  protobuf push bodies and OTLP log and trace bodies as arbitrary bytes, Tempo JSON
+  mutated from a valid trace.
+- **Operator input**: durations, sizes, listen addresses, points in time (a
+  ``UsageError``, exit 2), heartbeat peers, release manifests.
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bfm_observe.logstore.wire_loki import decode_loki_json, parse_label_set
+from bfm_observe.logstore.wire_loki import (
+    decode_loki_json,
+    decode_loki_protobuf,
+    parse_label_set,
+)
+from bfm_observe.logstore.wire_otlp import decode_otlp_logs, decode_otlp_traces
+from bfm_observe.logstore.wire_tempo import decode_tempo_json
+from failover.cli.durations import parse_duration_s, parse_point_in_time
+from failover.cli.errors import UsageError
+from failover.cli.logstore import parse_listen, parse_size_bytes
 from failover.core.agent import LeaseRecord
 from failover.core.fencing import Ownership
 from failover.core.licensing import GraceRecord
@@ -188,3 +198,59 @@ def test_release_manifests_of_any_shape_are_refused_with_value_error(doc: Any) -
 @given(text=st.text(max_size=40))
 def test_peer_addresses_of_any_text_are_refused_with_value_error(text: str) -> None:
     refuses_cleanly(parse_peer, text)
+
+
+@FUZZ
+@given(body=st.binary(max_size=300))
+def test_protobuf_and_otlp_bodies_of_any_bytes_are_refused_with_value_error(body: bytes) -> None:
+    refuses_cleanly(lambda b: decode_loki_protobuf(b, "tenant"), body)
+    for content_type in ("application/x-protobuf", "application/json"):
+        refuses_cleanly(lambda b: decode_otlp_logs(b, content_type, "tenant"), body)
+        refuses_cleanly(lambda b: decode_otlp_traces(b, content_type, "tenant"), body)
+
+
+VALID_TEMPO = {
+    "resourceSpans": [
+        {
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "eap"}}]},
+            "scopeSpans": [
+                {
+                    "spans": [
+                        {
+                            "traceId": "ab" * 16,
+                            "spanId": "cd" * 8,
+                            "name": "bfm.module",
+                            "startTimeUnixNano": "1700000000000000000",
+                            "endTimeUnixNano": "1700000000100000000",
+                        }
+                    ]
+                }
+            ],
+        }
+    ]
+}
+
+
+def test_the_tempo_seed_is_valid() -> None:
+    assert len(decode_tempo_json(VALID_TEMPO, "tenant")) == 1
+
+
+@FUZZ
+@given(data=st.data())
+def test_tempo_bodies_mutated_are_refused_with_value_error(data: st.DataObject) -> None:
+    refuses_cleanly(lambda d: decode_tempo_json(d, "tenant"), data.draw(mutated(VALID_TEMPO)))
+
+
+@FUZZ
+@given(text=st.text(max_size=30))
+def test_operator_values_of_any_text_are_usage_errors(text: str) -> None:
+    """Durations, points in time, sizes and listen addresses: a UsageError (exit 2 with
+    the accepted forms) or a value, nothing else."""
+    for parse in (
+        parse_duration_s,
+        lambda t: parse_point_in_time(t, now_wall_s=1.7e9),
+        parse_size_bytes,
+        parse_listen,
+    ):
+        with contextlib.suppress(UsageError):
+            parse(text)
