@@ -204,9 +204,9 @@ def test_peer_addresses_of_any_text_are_refused_with_value_error(text: str) -> N
 @given(body=st.binary(max_size=300))
 def test_protobuf_and_otlp_bodies_of_any_bytes_are_refused_with_value_error(body: bytes) -> None:
     refuses_cleanly(lambda b: decode_loki_protobuf(b, "tenant"), body)
-    for content_type in ("application/x-protobuf", "application/json"):
-        refuses_cleanly(lambda b: decode_otlp_logs(b, content_type, "tenant"), body)
-        refuses_cleanly(lambda b: decode_otlp_traces(b, content_type, "tenant"), body)
+    for kind in ("application/x-protobuf", "application/json"):
+        refuses_cleanly(lambda b, kind=kind: decode_otlp_logs(b, kind, "tenant"), body)
+        refuses_cleanly(lambda b, kind=kind: decode_otlp_traces(b, kind, "tenant"), body)
 
 
 VALID_TEMPO = {
