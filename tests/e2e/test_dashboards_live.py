@@ -15,11 +15,13 @@ API) and for traces (Tempo's trace-by-id). Every query must answer without error
 data, and with a series for every site and component the panel shows (``EXPECTED``;
 fault-only panels were given their fault above). The Resources dashboard must single out
 the hogged process. No Grafana here: the JSON models' own rules are
-tests/unit/test_dashboards.py's.
+tests/unit/test_dashboards.py's. The same live run also shows that every socket the demo
+listens on is bound to loopback (issue 11, least exposure).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -377,3 +379,63 @@ def test_a_screenshot_of_the_overview(live: LiveRun, tmp_path: Path) -> None:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(png, Path(artifacts) / "overview-failover.png")
     print(f"screenshot: {png}")
+
+
+# -- least exposure: the demo opens nothing beyond the loopback interface ------------------
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1 in /proc/net
+_LISTEN = "0A"  # TCP state LISTEN; UDP sockets are "07" (unconnected) and counted too
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _bound(table: str) -> dict[str, tuple[str, str]]:
+    """inode -> (local address hex, state) of every socket in /proc/net/<table>."""
+    found = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            address, state, inode = fields[1].split(":")[0], fields[3], fields[9]
+            found[inode] = (address, state)
+    return found
+
+
+def test_every_listener_of_the_demo_binds_to_loopback(live: LiveRun) -> None:
+    """Issue 11 (least exposure): every TCP listener and UDP socket of every process of
+    the demo run (sites, components, producer, log store) is bound to 127.0.0.1 or ::1."""
+    run_dir = str(live.demo.run_dir).encode()
+    pids = [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and run_dir in _read(p / "cmdline")
+    ]
+    assert len(pids) >= 10, f"found only {len(pids)} processes of the demo"
+    inodes = set().union(*(_socket_inodes(pid) for pid in pids))
+    open_to = []
+    listening = 0
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for inode, (address, state) in _bound(table).items():
+            if inode not in inodes or (table.startswith("tcp") and state != _LISTEN):
+                continue
+            listening += 1
+            if address not in LOOPBACK:
+                open_to.append(f"{table} {address} (socket {inode})")
+    assert listening >= 10, "the demo's listeners were not found"
+    assert open_to == [], f"sockets bound beyond loopback: {open_to}"
+    print(f"{listening} listening sockets of {len(pids)} processes, all on loopback")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
