@@ -93,7 +93,7 @@ class Demo:
         if self.store.startswith("memory:"):
             raise ValueError(
                 "--store memory:// lives in one process; the demo's sites are processes of "
-                "their own: use sqlite, etcd or a sqlite:// or etcd:// URL"
+                "their own: use sqlite, etcd or a sqlite://, etcd:// or kubernetes:// URL"
             )
         self.etcd: EtcdCluster | None = None
         self._store: CoordinationStore | None = None

@@ -15,6 +15,9 @@ from failover.cli.errors import CheckFailed, Unreachable, UsageError
 if TYPE_CHECKING:
     from failover.chaos.demo import Demo
 
+# The store URLs a demo's processes can share (memory:// lives in one process only).
+STORE_URL_SCHEMES = ("sqlite://", "etcd://", "kubernetes://")
+
 
 def default_run_dir() -> Path:
     state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
@@ -42,7 +45,8 @@ def demo(
         str,
         typer.Option(
             help="sqlite (a file in the run directory), etcd (a 3-member cluster on "
-            "127.0.0.1, started and stopped with the demo), or a sqlite:// or etcd:// URL."
+            "127.0.0.1, started and stopped with the demo), or a sqlite://, etcd:// or "
+            "kubernetes://namespace URL."
         ),
     ] = "sqlite",
     mix: Annotated[
@@ -95,8 +99,10 @@ def demo(
     telemetry_env = _telemetry_env(otlp_endpoint)  # bad input fails before any file exists
     directory = run_dir or default_run_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    if store not in ("sqlite", "etcd") and not store.startswith(("sqlite://", "etcd://")):
-        raise UsageError(f"--store {store!r}: give sqlite, etcd, or a sqlite:// or etcd:// URL")
+    if store not in ("sqlite", "etcd") and not store.startswith(STORE_URL_SCHEMES):
+        raise UsageError(
+            f"--store {store!r}: give sqlite, etcd, or a sqlite://, etcd:// or kubernetes:// URL"
+        )
     run = Demo(
         directory,
         default_topology(shards_per_component=shards),

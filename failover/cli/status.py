@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from failover.ports import CoordinationStore
 
 STORE_ENV = "BFM_STORE"
-STORE_HELP = "Coordination store URL (default: $BFM_STORE), e.g. sqlite:///var/lib/bfm/bfm.db."
+STORE_HELP = (
+    "Coordination store URL (default: $BFM_STORE): sqlite:///path/bfm.db, "
+    "etcd://host:port,host:port,host:port or kubernetes://namespace[?context=NAME]."
+)
 RUN_DIR_HELP = "A run directory (bfm demo's): its endpoints.json names the store."
 STATUS_EVENTS = 5  # events shown by `bfm status`
 

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kube_double import KubeApiDouble
 
 from failover.adapters.etcd_cluster import EtcdCluster, etcd_binary
 from failover.adapters.etcd_store import EtcdStore
+from failover.adapters.kubernetes_rbac import KUBERNETES_API_USE
+from failover.adapters.kubernetes_store import KubernetesStore
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
 from failover.adapters.store_url import StoreUrlError, open_store
@@ -62,11 +65,33 @@ def _etcd_store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinationS
     return open_store(f"{cluster.url}/contract-{uuid.uuid4().hex}/")
 
 
+@pytest.fixture(scope="module")
+def kube_api() -> Iterator[KubeApiDouble]:
+    """One Kubernetes API double (kmock, extended: tests/support/kube_double.py) for this
+    module. At the end, every request the store sent must be in KUBERNETES_API_USE."""
+    with KubeApiDouble() as double:
+        yield double
+        outside = sorted(
+            {(r.verb, r.group, r.resource) for r in double.requests()}
+            - {(verb, u.group, u.resource) for u in KUBERNETES_API_USE for verb in u.verbs}
+        )
+    assert not outside, f"requests outside failover/adapters/kubernetes_rbac.py: {outside}"
+
+
+def _kubernetes_store(request: pytest.FixtureRequest, tmp_path: Path) -> CoordinationStore:
+    double: KubeApiDouble = request.getfixturevalue("kube_api")
+    # A fresh namespace per test: the shared API server looks empty to each test.
+    namespace = f"contract-{uuid.uuid4().hex[:20]}"
+    double.add_namespace(namespace)
+    return KubernetesStore(double.configuration(), namespace=namespace)
+
+
 # One entry per backend; the key is the pytest id.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": _memory_store,
     "sqlite": _sqlite_store,
     "etcd": _etcd_store,
+    "kubernetes": _kubernetes_store,
 }
 
 # Ceilings only catch hangs; they are many times what any healthy backend needs.
@@ -630,12 +655,6 @@ def test_open_store_relative_sqlite_path_resolves_against_cwd(
     assert store.url == f"sqlite://{tmp_path}/run/bfm.db"
     assert (tmp_path / "run" / "bfm.db").exists()
     store.close()
-
-
-@pytest.mark.parametrize("url", ["kubernetes://bfm"])
-def test_open_store_planned_backends_say_not_built_yet(url: str) -> None:
-    with pytest.raises(StoreUrlError, match="not built yet"):
-        open_store(url)
 
 
 def test_open_store_etcd_names_every_member_and_the_prefix(etcd_cluster: EtcdCluster) -> None:
