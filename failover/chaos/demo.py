@@ -50,6 +50,7 @@ from failover.chaos.schedule import Step, run_due
 from failover.core.topology import Topology
 from failover.ports import CoordinationStore
 from failover.runtime import admin
+from failover.runtime.audit_log import AUDIT_FILE, AuditTrail, operator_identity
 from failover.runtime.documents import LEADER_KEY
 from failover.workload.endpoints import Endpoints
 from failover.workload.launcher import Launcher
@@ -287,11 +288,16 @@ class Demo:
     def _operate(self, action: str) -> None:
         """What an operator would do with the CLI, through the same functions."""
         store = open_store(Endpoints.load(self.run_dir).store)
+        clock = SystemClock()
+        trail = AuditTrail(  # audited as the CLI's commands are (docs/audit.md)
+            self.run_dir / AUDIT_FILE, store, who=f"bfm demo ({operator_identity()})", clock=clock
+        )
         how: dict[str, Any] = {
             "topology": self.topology,
-            "clock": SystemClock(),
+            "clock": clock,
             "changed_by": "bfm demo",
             "reason": f"scenario {self.scenario}",
+            "audit": trail,
         }
         try:
             if action == "switchover":

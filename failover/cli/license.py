@@ -5,13 +5,17 @@ expiry, what is wrong and the fix), the system's state and the grace left; exit 
 unlicensed or when no leader has judged a license (licensing not configured), 3 when the
 store is unreachable. ``bfm license keygen`` makes a dev/test key pair and ``bfm license
 issue`` signs a license file with it; production licenses are signed elsewhere, with a
-key that never enters this repository.
+key that never enters this repository. Both append an audit record (docs/audit.md) to the
+run directory's audit log (``--run-dir``, or ``$BFM_AUDIT_LOG``), never key material:
+the public key's and the license file's SHA-256.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +27,7 @@ from failover.cli.operate import running_system
 from failover.cli.status import RunDirOption, StoreOption
 
 if TYPE_CHECKING:
+    from failover.runtime.audit_log import AuditTrail
     from failover.runtime.license_docs import LicenseStatus
 
 license_app = typer.Typer(
@@ -106,9 +111,80 @@ def _print(found: LicenseStatus, age_s: float) -> None:
             typer.echo(f"  {site}: {evidence.reason}")
 
 
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why, for the audit log.")]
+
+
+@contextmanager
+def _audited(store: str | None, run_dir: Path | None) -> Iterator[AuditTrail | None]:
+    """The audit trail of a license change (docs/audit.md): the run directory's or
+    $BFM_AUDIT_LOG's, anchored in the system's store when it can be reached. None, with a
+    warning, when no audit log is named: keys and files made outside any system."""
+    import os
+
+    from failover.adapters.system_clock import SystemClock
+    from failover.cli.errors import CliError
+    from failover.cli.operate import audit_warnings, quiet_audit_logger
+    from failover.cli.status import open_existing_store, store_url
+    from failover.runtime.audit_log import (
+        AUDIT_LOG_ENV,
+        AuditError,
+        AuditTrail,
+        locate_audit_log,
+        operator_identity,
+    )
+
+    try:
+        url: str | None = store_url(store, run_dir)
+    except CliError:
+        url = None
+    path = locate_audit_log(run_dir=run_dir, store_url=url, environ=os.environ)
+    if path is None:
+        typer.echo(
+            f"warning: not audited: no audit log named (pass --run-dir DIR or set "
+            f"{AUDIT_LOG_ENV}=PATH to audit license changes)",
+            err=True,
+        )
+        yield None
+        return
+    coordination = None
+    if url:
+        try:
+            coordination = open_existing_store(url)
+        except CliError:
+            coordination = None  # the record is written all the same, unanchored (a warning)
+    quiet_audit_logger()
+    trail = AuditTrail(path, coordination, who=operator_identity(), clock=SystemClock())
+    try:
+        try:
+            trail.check()
+        except AuditError as err:
+            raise CheckFailed(f"{err}; nothing was changed") from None
+        try:
+            yield trail
+        except AuditError as err:
+            raise CheckFailed(f"the change was made but not audited: {err}") from None
+        audit_warnings(trail)
+    finally:
+        if coordination is not None:
+            coordination.close()
+
+
+def _sha256(path: Path) -> str:
+    return _sha256_bytes(path.read_bytes())
+
+
+def _sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 @license_app.command("keygen")
 def keygen(
     out: Annotated[Path, typer.Option("--out", help="Directory for the two key files.")],
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
 ) -> None:
     """Make a dev/test key pair: <out>/signing.key (keep it private) and <out>/public.key
     (every site's configuration). Never for production licenses."""
@@ -119,13 +195,22 @@ def keygen(
         save_public_key,
     )
 
-    out.mkdir(parents=True, exist_ok=True)
-    private, public = generate_keypair()
-    try:
-        save_private_key(out / "signing.key", private)
-        save_public_key(out / "public.key", public)
-    except LicenseKeyError as err:
-        raise UsageError(str(err)) from None
+    with _audited(store, run_dir) as audit:
+        out.mkdir(parents=True, exist_ok=True)
+        private, public = generate_keypair()
+        try:
+            save_private_key(out / "signing.key", private)
+            save_public_key(out / "public.key", public)
+        except LicenseKeyError as err:
+            raise UsageError(str(err)) from None
+        if audit is not None:
+            after = {
+                "signing_key": str(out / "signing.key"),
+                "public_key": str(out / "public.key"),
+                "public_key_sha256": _sha256(out / "public.key"),
+            }
+            what = f"dev/test key pair made in {out}"
+            audit.record("license.keygen", what, why=reason, after=after)
     typer.echo(f"wrote {out / 'signing.key'} (dev/test signing key) and {out / 'public.key'}")
 
 
@@ -150,6 +235,9 @@ def issue(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the license file here (default: stdout).")
     ] = None,
+    reason: ReasonOption = "",
+    store: StoreOption = None,
+    run_dir: RunDirOption = None,
 ) -> None:
     """Sign a license file with a dev/test key (for tests, demos and labs)."""
     from failover.adapters.files import write_text_atomically
@@ -178,14 +266,22 @@ def issue(
     except MalformedLicense as err:
         raise UsageError(str(err)) from None
     text = sign(payload, private)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        write_text_atomically(out, text)
-    except OSError as err:
-        raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
-    typer.echo(f"wrote {out}: system {system_id}, dongle {serial}, site {site}", err=True)
+    with _audited(store, run_dir) as audit:
+        before = {"out": str(out), "sha256": _sha256(out)} if out and out.is_file() else None
+        if out is None:
+            typer.echo(text, nl=False)
+        else:
+            try:
+                write_text_atomically(out, text)
+            except OSError as err:
+                raise UsageError(f"cannot write {out}: {err.strerror or err}") from None
+        if audit is not None:
+            where = str(out) if out is not None else "stdout"
+            after = {**payload.to_doc(), "out": where, "sha256": _sha256_bytes(text.encode())}
+            what = f"license issued to {where}: system {system_id}, dongle {serial}, site {site}"
+            audit.record("license.issue", what, why=reason, before=before, after=after)
+    if out is not None:
+        typer.echo(f"wrote {out}: system {system_id}, dongle {serial}, site {site}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.demo",
     "failover.cli.update",
     "failover.cli.license",
+    "failover.cli.audit",
     "failover.cli.chaos",
     "failover.cli.logstore",
     "failover.cli.logs",

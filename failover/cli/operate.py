@@ -3,7 +3,8 @@ switchover, rebalance, events, watch.
 
 Each change is one compare-and-set of ``admin/policy`` (``failover.runtime.admin``); the
 leading controller applies it within a decision round, moving shards through drains so no
-shard ever has two owners. Every command prints what changed and what happens next.
+shard ever has two owners. Every command prints what changed and what happens next, and
+appends what came of it (done, unchanged, refused) to the audit log (docs/audit.md).
 Exit codes: 0 done (or nothing to change), 1 refused (e.g. draining the last serving
 site), 2 bad arguments (an unknown site or component, naming the known ones), 3 the
 store cannot be reached or no system runs there.
@@ -36,6 +37,7 @@ from failover.cli.status import (
 if TYPE_CHECKING:
     from failover.ports import CoordinationStore
     from failover.runtime.admin import PolicyChange
+    from failover.runtime.audit_log import AuditTrail
 
 ReasonOption = Annotated[
     str, typer.Option("--reason", help="Why, for the history (bfm events) and bfm status.")
@@ -69,14 +71,57 @@ def running_system(store: str | None, run_dir: Any) -> Iterator[CoordinationStor
 
 
 def _changed_by() -> str:
-    import getpass
-    import socket
+    from failover.runtime.audit_log import operator_identity
 
+    return operator_identity()
+
+
+def operator_audit(run_dir: Any, coordination: CoordinationStore) -> AuditTrail:
+    """The audit trail of an operator's change on this system, checked writable first:
+    exit 2 when no audit log is named, 1 when it cannot be written (nothing is changed
+    either way: no change is made unaudited)."""
+    import os
+    from pathlib import Path
+
+    from failover.adapters.system_clock import SystemClock
+    from failover.runtime.audit_log import (
+        AUDIT_LOG_ENV,
+        AuditError,
+        AuditTrail,
+        locate_audit_log,
+    )
+
+    path = locate_audit_log(
+        run_dir=Path(run_dir) if run_dir else None, store_url=coordination.url, environ=os.environ
+    )
+    if path is None:
+        raise UsageError(
+            f"no audit log for the store {coordination.url}: pass --run-dir DIR or set "
+            f"{AUDIT_LOG_ENV}=PATH (operator changes are never made unaudited); nothing changed"
+        )
+    quiet_audit_logger()
+    trail = AuditTrail(path, coordination, who=_changed_by(), clock=SystemClock())
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "operator"
-    return f"{user}@{socket.gethostname()}"
+        trail.check()
+    except AuditError as err:
+        raise CheckFailed(f"{err}; nothing was changed") from None
+    return trail
+
+
+def audit_warnings(trail: AuditTrail) -> None:
+    """Say on stderr which audit records are not anchored yet, and why."""
+    for sentence in trail.warnings:
+        typer.echo(f"warning: {sentence}", err=True)
+
+
+def quiet_audit_logger() -> None:
+    """Keep Python's last-resort handler from printing ``bfm.audit`` warnings in a
+    command whose logging is not configured: ``audit_warnings`` says them once, clearly."""
+    import logging
+
+    audit_logger = logging.getLogger("bfm.audit")
+    if not audit_logger.handlers:
+        audit_logger.addHandler(logging.NullHandler())
 
 
 def _apply(
@@ -92,18 +137,23 @@ def _apply(
     from failover.adapters.system_clock import SystemClock
     from failover.ports import Conflict, StoreError, StoreUnavailable
     from failover.runtime.admin import Refused, outlook
+    from failover.runtime.audit_log import AuditError
 
     with running_system(store, run_dir) as coordination:
         topology = topology_from(coordination)
+        audit = operator_audit(run_dir, coordination)
         try:
             change = action(
                 coordination,
                 *(name.lower() for name in names),
                 topology=topology,
                 clock=SystemClock(),
-                changed_by=_changed_by(),
+                changed_by=audit.who,
                 reason=reason,
+                audit=audit,
             )
+        except AuditError as err:
+            raise CheckFailed(f"the change was made but not audited: {err}") from None
         except Refused as err:
             raise CheckFailed(f"{err}.") from None
         except Conflict as err:
@@ -119,6 +169,7 @@ def _apply(
             next_step = ahead.sentence()
         except StoreError as err:  # the change stands; only the forecast is missing
             next_step = f"unknown (could not read the ownership: {err}); see 'bfm status'"
+    audit_warnings(audit)
     if as_json:
         data = {
             "action": change.action,

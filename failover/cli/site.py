@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,11 @@ def run(
     site: Annotated[str, typer.Option(help="This site: a, b or w.")],
     store: Annotated[
         str | None,
-        typer.Option(envvar="BFM_STORE", help="Coordination store URL, e.g. sqlite:///x.db."),
+        typer.Option(
+            envvar="BFM_STORE",
+            help="Coordination store URL: sqlite:///path/bfm.db, etcd://host:port,... "
+            "or kubernetes://namespace[?context=NAME].",
+        ),
     ] = None,
     run_dir: Annotated[
         str | None,
@@ -66,6 +71,7 @@ def run(
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
     from failover.core.quorum import LeaseTiming
     from failover.core.topology import default_topology
+    from failover.runtime.audit_log import AUDIT_LOG_ENV, locate_audit_log
     from failover.runtime.heartbeats import parse_peer
     from failover.runtime.site_process import SiteSettings
     from failover.telemetry import configure_process, shutdown_process
@@ -100,8 +106,17 @@ def run(
     if fencing_disabled():
         warn_fencing_off()
     licensing = _licensing(site, license_dir, run_dir)
+    audit_log = locate_audit_log(
+        run_dir=Path(run_dir) if run_dir else None, store_url=store, environ=os.environ
+    )
+    if audit_log is None:
+        logging.getLogger("bfm.audit").warning(
+            f"controller decisions are not audited: no audit log for the store {store} "
+            f"(pass --run-dir DIR or set {AUDIT_LOG_ENV}=PATH)"
+        )
     settings = SiteSettings(
         site=site,
+        audit_log=audit_log,
         license=licensing[0] if licensing else None,
         topology=topology,
         listen=_host_port(listen),

@@ -19,7 +19,7 @@ import typer
 
 from failover.cli.durations import duration_option
 from failover.cli.errors import CheckFailed, UsageError
-from failover.cli.operate import running_system
+from failover.cli.operate import audit_warnings, operator_audit, running_system
 from failover.cli.status import RunDirOption, StoreOption, topology_from
 
 if TYPE_CHECKING:
@@ -169,6 +169,7 @@ def apply(
     from failover.adapters.system_clock import SystemClock
     from failover.core.update_state import StateError
     from failover.runtime.admin import Refused
+    from failover.runtime.audit_log import AuditError
     from failover.runtime.update_admin import begin
 
     with running_system(store, run_dir) as coordination:
@@ -178,12 +179,21 @@ def apply(
             if not as_json:
                 typer.echo("dry run: nothing was started")
             return
+        audit = operator_audit(run_dir, coordination)
         try:
             state = begin(
-                coordination, steps, current, topology=topology, now_wall_s=SystemClock().wall()
+                coordination,
+                steps,
+                current,
+                topology=topology,
+                now_wall_s=SystemClock().wall(),
+                audit=audit,
             )
         except (Refused, StateError) as err:
             raise CheckFailed(f"update not started: {err}") from None
+        except AuditError as err:
+            raise CheckFailed(f"the update was started but not audited: {err}") from None
+        audit_warnings(audit)
         if not as_json:
             typer.echo(
                 f"update to release {steps.release} started: {len(steps.steps)} steps; the "
@@ -284,15 +294,20 @@ def abort(
     """Stop the update: skip what is left, then undrain and rebalance (restores nothing)."""
     from failover.core.update_state import StateError
     from failover.runtime.admin import Refused
+    from failover.runtime.audit_log import AuditError
     from failover.runtime.update_admin import abort_update, damaged
 
     with running_system(store, run_dir) as coordination:
+        audit = operator_audit(run_dir, coordination)
         try:
-            state, aborted = abort_update(coordination, force=force)
+            state, aborted = abort_update(coordination, force=force, audit=audit)
+        except AuditError as err:
+            raise CheckFailed(f"the abort was made but not audited: {err}") from None
         except StateError as err:
             raise CheckFailed(damaged(err)) from None
         except Refused as err:
             raise CheckFailed(str(err)) from None
+    audit_warnings(audit)
     if state is None:
         typer.echo("no update to abort" + (" (a damaged state was removed)" if force else ""))
     elif not aborted:

@@ -27,7 +27,8 @@ a bounded batch per component at a time, so no shard ever has two owners.
   the controller already evens the split out by itself.
 
 Every operation here appends one entry for the operator's change to the decision history
-(``failover.runtime.events``).
+(``failover.runtime.events``), and, given an ``audit`` trail, one audit record of what
+came of it, refusals included (``failover.runtime.audit_log``).
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from failover.core.agent import LeaseRecord
+from failover.core.audit import Outcome
 from failover.core.controller import PlacementPolicy
 from failover.core.fencing import Ownership
 from failover.core.placement import above_caps, moves_to, target_owners
 from failover.core.topology import Topology
 from failover.ports import Clock, Conflict, CoordinationStore, OutcomeUnknown, StoreError
+from failover.runtime.audit_log import AuditTrail
 from failover.runtime.documents import (
     ADMIN_POLICY_KEY,
     AdminPolicy,
@@ -139,6 +142,7 @@ def drain(
     changed_by: str = "operator",
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
+    audit: AuditTrail | None = None,
 ) -> PolicyChange:
     """Take every shard away from ``site`` (batch by batch) and give it none until undrained.
 
@@ -178,6 +182,7 @@ def drain(
         changed_by,
         reason,
         attempts,
+        audit,
         unchanged=f"site {site} is already drained",
     )
 
@@ -191,6 +196,7 @@ def undrain(
     changed_by: str = "operator",
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
+    audit: AuditTrail | None = None,
 ) -> PolicyChange:
     """Let ``site`` hold work again, all of it (a drain or a canary limit is lifted); the
     split evens out after its hold-off."""
@@ -210,6 +216,7 @@ def undrain(
         changed_by,
         reason,
         attempts,
+        audit,
         unchanged=f"site {site} is neither drained nor limited to a canary",
     )
 
@@ -224,6 +231,7 @@ def canary(
     changed_by: str = "operator",
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
+    audit: AuditTrail | None = None,
 ) -> PolicyChange:
     """A partial undrain: ``site`` may hold at most ``shards_per_component`` shards of each
     component, the rest stays on (or moves to) the other worker sites.
@@ -267,6 +275,7 @@ def canary(
         changed_by,
         reason,
         attempts,
+        audit,
         unchanged=f"site {site} is already limited to a canary of {n} shard(s) per component",
     )
 
@@ -281,6 +290,7 @@ def switchover(
     changed_by: str = "operator",
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
+    audit: AuditTrail | None = None,
 ) -> PolicyChange:
     """Pin ``component`` to ``to_site``: all its shards move there and stay until rebalanced.
 
@@ -322,6 +332,7 @@ def switchover(
         changed_by,
         reason,
         attempts,
+        audit,
         unchanged=f"{component} is already pinned to {to_site}",
     )
 
@@ -334,6 +345,7 @@ def rebalance(
     changed_by: str = "operator",
     reason: str = "",
     attempts: int = DEFAULT_ATTEMPTS,
+    audit: AuditTrail | None = None,
 ) -> PolicyChange:
     """Clear every pin: each component spreads evenly again (see the module docstring)."""
 
@@ -349,6 +361,7 @@ def rebalance(
         changed_by,
         reason,
         attempts,
+        audit,
         unchanged="nothing is pinned; the controller evens the split out by itself",
     )
 
@@ -391,7 +404,42 @@ def _change(
     changed_by: str,
     reason: str,
     attempts: int,
+    audit: AuditTrail | None,
     *,
+    unchanged: str,
+) -> PolicyChange:
+    """``_write_policy``, and with ``audit`` its outcome (done, unchanged or refused) as
+    one audit record (AuditError, after the change, when the record cannot be written)."""
+    kind = action.split(" ", 1)[0]
+    try:
+        change = _write_policy(
+            store, action, edit, topology, clock, changed_by, reason, attempts, unchanged
+        )
+    except Refused as err:
+        if audit is not None:
+            audit.record(kind, f"{action}: refused: {err}", why=reason, outcome=Outcome.REFUSED)
+        raise
+    if audit is not None:
+        audit.record(
+            kind,
+            f"{action}: {change.summary}",
+            why=reason,
+            before=change.before.to_doc(),
+            after=change.after.to_doc(),
+            outcome=Outcome.DONE if change.changed else Outcome.UNCHANGED,
+        )
+    return change
+
+
+def _write_policy(
+    store: CoordinationStore,
+    action: str,
+    edit: Callable[[AdminPolicy, Facts], AdminPolicy],
+    topology: Topology,
+    clock: Clock,
+    changed_by: str,
+    reason: str,
+    attempts: int,
     unchanged: str,
 ) -> PolicyChange:
     """Read, edit and compare-and-set ``admin/policy``, at most ``attempts`` times."""

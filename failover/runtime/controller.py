@@ -7,8 +7,8 @@ every controller interval by the caller (the runtime loop, or ``bfm simulate``).
 Each decision round also reads the operator's ``admin/policy`` (``failover.runtime.admin``)
 and applies it: drained sites are views with ``admin_drained``; pins and canary limits
 (``caps``) are merged over the configured ``PlacementPolicy``. Every committed decision is
-appended to the decision history (``events/``); a failed append never holds up the
-decisions.
+appended to the decision history (``events/``) and, given an ``audit_log``, to the audit
+trail (``failover.runtime.audit_log``); a failed append never holds up the decisions.
 
 Every decision is one trace (``failover.runtime.decision_trace``: ``self.trace``, which
 also keeps what the controller saw in the site leases for the decision it leads to).
@@ -19,13 +19,16 @@ removes those series when it stops leading.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from opentelemetry.trace import Span, Tracer
 
 from failover import telemetry
 from failover.core.agent import LeaseRecord
+from failover.core.audit import AuditEntry
 from failover.core.controller import Decision, PlacementPolicy, SiteView, decide_component
 from failover.core.detector import DetectorTiming, Stability
 from failover.core.fencing import Ownership, unowned
@@ -40,6 +43,7 @@ from failover.ports import (
     StoreUnavailable,
 )
 from failover.runtime.admin import effective_policy
+from failover.runtime.audit_log import AuditError, AuditTrail
 from failover.runtime.controller_metrics import LeaderMetrics
 from failover.runtime.decision_trace import DecisionTracer
 from failover.runtime.documents import (
@@ -62,6 +66,13 @@ OnCommit = Callable[[Decision, Ownership], None]
 FOLLOWER_OBSERVE_INTERVAL_S = 0.5
 """How often a replica that does not lead reads the site leases (the leader: every tick)."""
 
+AUDIT_ANCHOR_RETRY_AFTER_S = 5.0
+"""After the store failed an audit anchor, the leader leaves the head alone this long (the
+records still go to the file): an unreachable store costs at most one failed request per
+this interval, never one per decision."""
+
+log = logging.getLogger("bfm.controller")
+
 
 class ControllerRuntime:
     """One site's controller replica."""
@@ -81,6 +92,7 @@ class ControllerRuntime:
         keep_events: int = DEFAULT_KEEP_EVENTS,
         acquire_after_s: float = 0.0,
         tracer: Tracer | None = None,
+        audit_log: Path | None = None,
     ) -> None:
         """``acquire_after_s``: for this long after start, do not take a free or expired
         leader lease (only the preferred replica, the witness's, starts at 0: it has no
@@ -89,7 +101,9 @@ class ControllerRuntime:
         ``trace_id``: where the trace ids written into ownership documents come from
         (the simulation passes its own, deterministic ones); by default each decision's
         ``bfm.decision`` span's, or a random one while telemetry is not configured.
-        ``tracer``: default ``failover.telemetry.tracer()`` (tests pass their own)."""
+        ``tracer``: default ``failover.telemetry.tracer()`` (tests pass their own).
+        ``audit_log``: the audit log every committed decision is appended to, as
+        ``controller@<site>`` (None: not audited)."""
         self.site = site
         self.store, self.clock, self.topology = store, clock, topology
         self.timing, self.policy = timing, policy
@@ -132,6 +146,18 @@ class ControllerRuntime:
             site, clock=clock, tracer=self.tracer, keep_s=keep_s, components=topology.components
         )
         self.metrics = LeaderMetrics(site)
+        self.audit = (
+            AuditTrail(
+                audit_log,
+                store,
+                who=f"controller@{site}",
+                clock=clock,
+                anchor_retry_after_s=AUDIT_ANCHOR_RETRY_AFTER_S,
+            )
+            if audit_log is not None
+            else None
+        )
+        self.audit_error = ""  # why the last audit append failed, if it did
 
     def leading(self, now_s: float) -> bool:
         return (
@@ -157,6 +183,8 @@ class ControllerRuntime:
                 self.observe_sites()
             if leading:
                 self.decide()
+                if self.audit is not None:
+                    self.audit.anchor_pending()  # records written while the store was away
             self.store_ok = True
         except (StoreUnavailable, OutcomeUnknown):
             self.store_ok = False
@@ -394,7 +422,34 @@ class ControllerRuntime:
                 self.on_commit(d, before[d.component])
             self._record(d, before[d.component])
             self.metrics.count_commit(d, before[d.component], self.clock.monotonic())
+        self._audit(committed, before)
         return self.events_error
+
+    def _audit(self, committed: Sequence[Decision], before: Mapping[str, Ownership]) -> None:
+        """Append the committed decisions to the audit log, one record each, in one go; a
+        failure is logged and kept in ``audit_error``, never raised (decisions go on)."""
+        if self.audit is None or not committed:
+            return
+        entries = [
+            AuditEntry(
+                who=self.audit.who,
+                action=f"decision.{d.kind.value}",
+                what=f"{d.kind.value} {d.component} shards {list(d.shards)}: epoch "
+                f"{d.ownership.max_epoch}, leader term {self.term}",
+                why=d.reason + self._admin_note(),
+                before=before[d.component].to_doc(),
+                after=d.ownership.to_doc(),
+                trace_id=d.ownership.trace_id,
+            )
+            for d in committed
+        ]
+        try:
+            self.audit.append(entries)
+        except AuditError as err:
+            self.audit_error = str(err)
+            log.error(f"decisions not audited: {err}", extra={"event": "audit_failed"})
+        else:
+            self.audit_error = ""
 
     def _export_roles(self) -> None:
         now = self.clock.monotonic()

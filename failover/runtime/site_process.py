@@ -55,6 +55,7 @@ class SiteSettings:
     versions_interval_s: float = 0.5  # how often the site reconciles and reports versions
     license: LicensePolicy | None = None  # None: licensing not configured (nothing judged)
     license_interval_s: float = 1.0  # how often the dongle is read and the license judged
+    audit_log: Path | None = None  # where the controller audits its decisions (None: not)
 
 
 class SiteProcess:
@@ -115,6 +116,7 @@ class SiteProcess:
             detector=s.detector,
             policy=s.policy,
             on_commit=self._committed,
+            audit_log=s.audit_log,
             # the witness's replica leads when it can: a worker's waits one lease first
             acquire_after_s=s.timing.lease_duration_s if s.topology.is_worker(s.site) else 0.0,
         )

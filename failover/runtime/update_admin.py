@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from failover.core.audit import Outcome
 from failover.core.topology import Topology
 from failover.core.update_machine import abort, start
 from failover.core.update_plan import Versions
@@ -20,6 +21,7 @@ from failover.core.update_state import StateError, UpdateState
 from failover.core.update_steps import Plan
 from failover.ports import Conflict, CoordinationStore
 from failover.runtime.admin import Refused
+from failover.runtime.audit_log import AuditTrail
 from failover.runtime.license_docs import change_refused
 from failover.runtime.update_checks import precheck_problems, read_snapshot
 from failover.runtime.version_docs import UPDATE_STATE_KEY, read_reported
@@ -53,9 +55,32 @@ def begin(
     *,
     topology: Topology,
     now_wall_s: float,
+    audit: AuditTrail | None = None,
 ) -> UpdateState:
     """Write the update's first state; ``Refused`` (saying why and what to do) when one is
-    running or the system is not ready for it, StateError when the plan is stale."""
+    running or the system is not ready for it, StateError when the plan is stale. With
+    ``audit``, the start or the refusal is one audit record."""
+    what = f"update to release {plan.release} ({len(plan.steps)} steps)"
+    try:
+        before, first = _begin(store, plan, current, topology=topology, now_wall_s=now_wall_s)
+    except Refused as err:
+        if audit is not None:
+            audit.record("update.begin", f"{what}: refused: {err}", outcome=Outcome.REFUSED)
+        raise
+    if audit is not None:
+        audit.record("update.begin", f"{what} started", before=before, after=first.to_doc())
+    return first
+
+
+def _begin(
+    store: CoordinationStore,
+    plan: Plan,
+    current: Versions,
+    *,
+    topology: Topology,
+    now_wall_s: float,
+) -> tuple[Mapping[str, Any] | None, UpdateState]:
+    """``begin``'s work: the state it replaced (a finished update's, or None) and the new."""
     state, revision = _existing(store)
     if state is not None and not state.finished:
         raise Refused(
@@ -84,15 +109,32 @@ def begin(
         raise Refused(
             "another update was started at the same moment; see 'bfm update status'"
         ) from None
-    return first
+    return (state.to_doc() if state is not None else None), first
 
 
 def abort_update(
-    store: CoordinationStore, *, force: bool = False
+    store: CoordinationStore, *, force: bool = False, audit: AuditTrail | None = None
 ) -> tuple[UpdateState | None, bool]:
     """Abort the running update (compare-and-set; retried when the executor wrote in
     between): the state and whether this call aborted it (False: it had ended, or no
-    update was ever started, then None). ``force`` removes a damaged state."""
+    update was ever started, then None). ``force`` removes a damaged state. With
+    ``audit``, what came of it is one audit record."""
+    got = store.get(UPDATE_STATE_KEY) if audit is not None else None
+    before = got.value if got is not None else None
+    state, aborted = _abort_update(store, force=force)
+    if audit is not None:
+        if aborted and state is not None:
+            what, outcome = f"update to release {state.release} aborted", Outcome.DONE
+        elif state is None and before is not None:
+            what, outcome = "damaged update state removed (--force)", Outcome.DONE
+        else:
+            what, outcome = "update abort: no update running, nothing to abort", Outcome.UNCHANGED
+        after = state.to_doc() if state is not None else None
+        audit.record("update.abort", what, before=before, after=after, outcome=outcome)
+    return state, aborted
+
+
+def _abort_update(store: CoordinationStore, *, force: bool) -> tuple[UpdateState | None, bool]:
     for _ in range(10):
         try:
             state, revision = read_update(store)
