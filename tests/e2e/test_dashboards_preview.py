@@ -18,7 +18,6 @@ import html
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -29,8 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from prometheus_client import CollectorRegistry, start_http_server
+from support.prometheus_run import (
+    LICENSE_METRICS,
+    free_port,
+    metric_names,
+    prometheus_scraping,
+    require_prometheus,
+    serve_metrics,
+    set_license_values,
+)
 
 from failover import dashboards_build as builder
 from failover import telemetry
@@ -38,22 +44,13 @@ from failover.chaos import browser
 
 pytestmark = pytest.mark.e2e
 
-DAY_S = 86400
-GRACE_LEFT_S = 30 * 3600.0  # shown as "1 day, 6 hours"
-STATUS = {"a": "expired", "b": "missing", "w": "valid"}  # grace: no live valid dongle
-DAYS_TO_EXPIRY = {"a": -2.0, "w": 45.0}
 SITES_UP = {"a": 1, "b": 0}
 METRICS = (
-    telemetry.LICENSE_STATE,
-    telemetry.LICENSE_GRACE_REMAINING_SECONDS,
-    telemetry.LICENSE_DONGLE_VALID,
-    telemetry.LICENSE_DONGLE_STATUS,
-    telemetry.LICENSE_DONGLE_EXPIRY,
+    *LICENSE_METRICS,
     telemetry.SITE_UP,
     telemetry.CONTROLLER_IS_LEADER,
     telemetry.SHARDS_OWNED,
 )
-SCRAPE_WAIT_S = 30.0
 HISTORY_S = 4.0  # a few scrapes, so range queries have points to draw
 COMMAND_TIMEOUT_S = 60.0
 ORANGE, RED = "rgb(255, 152, 48)", "rgb(242, 73, 92)"  # Grafana's orange and red, as CSS
@@ -61,22 +58,8 @@ _PANEL = re.compile(r"<section ([^>]*)>(.*?)</section>", re.S)
 _ATTRIBUTE = re.compile(r'([\w-]+)="([^"]*)"')
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def set_values() -> None:
-    for state in ("licensed", "grace", "unlicensed"):
-        telemetry.LICENSE_STATE.labels("a", "controller", state).set(state == "grace")
-    telemetry.LICENSE_GRACE_REMAINING_SECONDS.labels("a", "controller").set(GRACE_LEFT_S)
-    for site, status in STATUS.items():
-        telemetry.LICENSE_DONGLE_VALID.labels(site, "controller").set(0)
-        for each in ("valid", "missing", "expired", "tampered", "foreign", "malformed"):
-            telemetry.LICENSE_DONGLE_STATUS.labels(site, "controller", each).set(each == status)
-    for site, days in DAYS_TO_EXPIRY.items():
-        telemetry.LICENSE_DONGLE_EXPIRY.labels(site, "controller").set(time.time() + days * DAY_S)
+    set_license_values()
     for site, up in SITES_UP.items():
         telemetry.SITE_UP.labels(site, "controller").set(up)
         telemetry.CONTROLLER_IS_LEADER.labels(site, "controller").set(site == "a")
@@ -87,85 +70,17 @@ def set_values() -> None:
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus scraping the test's metrics every second, once it has a few
     scrapes of every one of them; stopped by its pid afterwards."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip(
-            "prometheus is not installed (DEBIAN_FRONTEND=noninteractive apt-get install -y "
-            "prometheus)"
-        )
+    require_prometheus()
     if browser.chromium_binary() is None:
         pytest.skip(
             f"headless Chromium is not installed (DEBIAN_FRONTEND=noninteractive apt-get "
             f"install -y {browser.APT_PACKAGE})"
         )
-    registry = CollectorRegistry(auto_describe=True)
-    for metric in METRICS:
-        metric.clear()
-        registry.register(metric)
-    set_values()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    folder = tmp_path_factory.mktemp("prometheus")
-    config = folder / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: bfm\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{server.server_address[1]}']\n"
-    )
-    port = free_port()
-    log = folder / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={folder / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_scrapes(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        for metric in METRICS:
-            metric.clear()
-
-
-def wait_for_scrapes(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    names = {metric.describe()[0].name for metric in METRICS}
-    deadline = time.monotonic() + SCRAPE_WAIT_S
-    seen: set[str] = set()
-    first_seen_s = 0.0
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            answer = requests.get(
-                f"{url}/api/v1/query",
-                params={"query": 'count by (__name__) ({__name__=~"bfm_.+"})'},
-                timeout=5,
-            ).json()
-            seen = {series["metric"]["__name__"] for series in answer["data"]["result"]}
-        except requests.RequestException:
-            pass  # not listening yet
-        if seen >= names:
-            first_seen_s = first_seen_s or time.monotonic()
-            if time.monotonic() - first_seen_s >= HISTORY_S:
-                return
-        time.sleep(0.2)
-    pytest.fail(
-        f"Prometheus (exit code {process.poll()}) did not scrape {sorted(names - seen)} within "
-        f"{SCRAPE_WAIT_S:.0f} s; its log:\n{log.read_text()[-2000:]}"
-    )
+    with serve_metrics(METRICS) as port:
+        set_values()
+        folder = tmp_path_factory.mktemp("prometheus")
+        with prometheus_scraping(port, folder, metric_names(METRICS), history_s=HISTORY_S) as url:
+            yield url
 
 
 def preview(out: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
