@@ -47,7 +47,7 @@ def test_skips_fail_the_run_under_ci(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CI", "true")
-    result = suite.runpytest("-p", "no:cacheprovider")
+    result = suite.runpytest("-p", "no:cacheprovider", "-p", "no:kmock")
     # The skip in the test body fails; the skipif during set-up becomes an error.
     result.assert_outcomes(passed=1, failed=1, errors=1, xfailed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -63,7 +63,7 @@ def test_module_level_skip_fails_under_ci(
         test_module_skip="import pytest\npytest.importorskip('no_such_module_for_bfm')\n"
     )
     monkeypatch.setenv("CI", "true")
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:kmock")
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*skipped under CI=true*no_such_module_for_bfm*"])
 
@@ -72,6 +72,6 @@ def test_skips_stay_skips_outside_ci(
     suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CI", raising=False)
-    result = suite.runpytest("-p", "no:cacheprovider")
+    result = suite.runpytest("-p", "no:cacheprovider", "-p", "no:kmock")
     result.assert_outcomes(passed=1, skipped=2, xfailed=1)
     assert result.ret == pytest.ExitCode.OK
