@@ -124,6 +124,11 @@ STALE_EPOCH_REFUSALS = Counter(
     "Work refused because it carried an older epoch or came after the grant ran out.",
     (*SITE_COMPONENT, "reason"),
 )
+REFUSED_DOCUMENTS = Counter(
+    "bfm_refused_documents",
+    "Store documents refused as damaged or foreign (each key and revision once), by kind.",
+    (*SITE_COMPONENT, "kind"),
+)
 
 # -- controller and leases ---------------------------------------------------------------
 CONTROLLER_IS_LEADER = Gauge(

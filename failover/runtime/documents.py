@@ -15,11 +15,14 @@ Parsing is cached by (key, revision), so a document is parsed once however often
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import bfm_observe
+from failover import telemetry
 from failover.core.agent import LeaseRecord
 from failover.core.fencing import Ownership
 from failover.ports import Versioned
@@ -30,6 +33,7 @@ ADMIN_POLICY_KEY = "admin/policy"
 EVENTS_PREFIX = "events/"
 EVENT_SEQUENCE_DIGITS = 12
 
+log = logging.getLogger("bfm.store")
 T = TypeVar("T")
 
 
@@ -254,19 +258,59 @@ def _is_move(item: Any) -> bool:
 
 
 class Parsed(Generic[T]):
-    """Parses documents of one kind, once per (key, revision)."""
+    """Parses documents of one kind, once per (key, revision). A document it refuses
+    (ValueError: damaged, or written by something else) raises the same ValueError on
+    every read of that revision, and is counted (``bfm_refused_documents_total{kind}``)
+    and logged once, naming the key, the revision and the problem."""
 
     def __init__(self, parse: Callable[[Mapping[str, Any]], T]) -> None:
         self._parse = parse
         self._latest: dict[str, tuple[str, T]] = {}
+        self._refused: dict[str, tuple[str, ValueError]] = {}
 
     def __call__(self, item: Versioned) -> T:
         cached = self._latest.get(item.key)
         if cached is not None and cached[0] == item.revision:
             return cached[1]
-        value = self._parse(item.value)
+        refused = self._refused.get(item.key)
+        if refused is not None and refused[0] == item.revision:
+            raise refused[1]
+        try:
+            value = self._parse(item.value)
+        except ValueError as err:
+            self._refused[item.key] = (item.revision, err)
+            _refused(item, err)
+            raise
+        self._refused.pop(item.key, None)
         self._latest[item.key] = (item.revision, value)
         return value
+
+
+def _refused(item: Versioned, err: ValueError) -> None:
+    observed = bfm_observe.current()
+    site, component = (observed.site, observed.component) if observed else ("", "")
+    kind = document_kind(item.key)
+    telemetry.REFUSED_DOCUMENTS.labels(site, component, kind).inc()
+    log.warning(
+        "store document %s (revision %s) refused: %s",
+        item.key,
+        item.revision,
+        err,
+        extra={"event": "refused_document", "key": item.key, "kind": kind},
+    )
+
+
+def document_kind(key: str) -> str:
+    """The kind of a store key for metrics: its path without the per-site or
+    per-component part (``sites/a/lease`` -> ``sites/lease``, ``ownership/eap`` ->
+    ``ownership``, ``events/000042`` -> ``events``)."""
+    parts = key.split("/")
+    if parts[0] == "sites" and len(parts) == 3:
+        return f"sites/{parts[2]}"
+    return parts[0] if len(parts) > 1 and parts[0] in _PER_NAME else key
+
+
+_PER_NAME = {"ownership", "events"}
 
 
 def ownership_parser() -> Parsed[Ownership]:
