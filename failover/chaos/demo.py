@@ -163,25 +163,28 @@ class Demo:
         return self.logs.url if self.logs is not None else ""
 
     def start_traffic(self) -> None:
-        self.producer = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "failover",
-                "produce",
-                f"--run-dir={self.run_dir}",
-                f"--rate={self.rate_per_s}",
-                f"--duration={self.duration_s}s",
-                "--site=a",
-                f"--mix={self.mix}",
-                f"--stats-file={self.stats_file}",
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **self.env},
-        )
+        # Its log lines go to a file: a pipe nobody reads until the end fills up (64 KiB:
+        # a burst's "delayed" lines) and blocks the producer mid-run.
+        with (self.run_dir / "producer.log").open("ab") as log:
+            self.producer = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+                [
+                    sys.executable,
+                    "-m",
+                    "failover",
+                    "produce",
+                    f"--run-dir={self.run_dir}",
+                    f"--rate={self.rate_per_s}",
+                    f"--duration={self.duration_s}s",
+                    "--site=a",
+                    f"--mix={self.mix}",
+                    f"--stats-file={self.stats_file}",
+                    "--json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, **self.env},
+            )
         self.started_s = time.monotonic()
         self.steps = self._plan()
 

@@ -85,8 +85,22 @@ def component_run(
 
 def produce(
     run_dir: Annotated[str, typer.Option(help="The run directory (endpoints.json).")],
-    rate: Annotated[float, typer.Option(min=1, help="Messages per second.")] = 200.0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Messages per second (0: only --burst).")
+    ] = 200.0,
     duration: Annotated[str, typer.Option(help="How long to send, e.g. 20s.")] = "20s",
+    burst: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also send this many messages at once at the start (devices back online "
+            "with their queued events), as --max-in-flight allows.",
+        ),
+    ] = 0,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(min=1, help="At most this many messages sent and not yet acknowledged."),
+    ] = 4000,
     mix: Annotated[
         str,
         typer.Option(
@@ -121,6 +135,8 @@ def produce(
 
     if mix not in MIXES:
         raise UsageError(f"--mix {mix!r} is not one of {', '.join(MIXES)}")
+    if rate <= 0 and burst <= 0:
+        raise UsageError("--rate 0 sends nothing; give a --rate above 0 or a --burst")
     endpoints = _endpoints(run_dir)
     site = site.lower()
     duration_s = parse_duration_s(duration)
@@ -147,6 +163,8 @@ def produce(
                 stay_first=stay_local,
                 mix=mix,
                 site=site,
+                burst=burst,
+                max_in_flight=max_in_flight,
             )
             stats = asyncio.run(
                 _run_with_stats(producer, duration_s, Path(stats_file) if stats_file else None)
@@ -158,6 +176,7 @@ def produce(
         "acked": stats.acked,
         "retries": stats.retries,
         "refused": stats.refused,
+        "given_up": stats.given_up,
         "max_wait_s": round(stats.max_wait_s, 3),
         "history": str(path),
     }

@@ -41,6 +41,7 @@ REFUSAL_REASONS = frozenset(
         "ledger-error",
         "bad-answer",
         "version-error",
+        "overloaded",
     }
 )
 """Every refusal reason the backbone answers with; a label takes these or ``other``."""

@@ -6,9 +6,16 @@ first send, and its acknowledgement with the site and epoch that applied it; eac
 sent to the first router that answers; refusals and lost connections are retried through the
 next router after ``retry_interval_s``, doubling per refusal up to ``max_retry_interval_s``
 (with the same id: modules deduplicate), until ``give_up_s`` after the end of the run.
-Every refusal is retried alike, whatever its reason: ownership and fencing refusals, and a
+Every refusal is retried alike, whatever its reason: ownership and fencing refusals, a
 module's own fault too (``version-error`` from a bad release, ``ledger-error``), which
-only delays the message until its shard is served by a healthy instance.
+only delays the message until its shard is served by a healthy instance, and a router's
+``overloaded`` (backpressure: it never dropped the message, it did not take it).
+
+Bounded: at most ``max_in_flight`` messages are sent and not yet acknowledged (each is in
+the retry heap at most once); new messages wait for room, and a ``burst`` (N messages due
+at once at the start: devices coming back online with their queued events) goes out as
+the window allows. The latencies kept for the next ``snapshot`` are the latest
+``RECENT_WAITS_KEPT``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -63,18 +71,28 @@ def kind_cycle(mix: str, seed: int) -> list[str]:
     return cycle
 
 
+RECENT_WAITS_KEPT = 100_000
+"""Latencies kept between two snapshots (one a second in ``bfm produce``): a run nobody
+snapshots must not keep one float per message for hours."""
+
+
+def _recent_waits() -> deque[float]:
+    return deque(maxlen=RECENT_WAITS_KEPT)
+
+
 @dataclass
 class ProducerStats:
     sent: int = 0
     acked: int = 0
     retries: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+    given_up: int = 0  # still unacknowledged at the end: the checker's unacknowledged
     max_wait_s: float = 0.0
-    recent_waits_s: list[float] = field(default_factory=list)  # since the last snapshot
+    recent_waits_s: deque[float] = field(default_factory=_recent_waits)  # since the snapshot
 
     def snapshot(self) -> dict[str, Any]:
         """Counters, and latency percentiles of the acknowledgements since the last call."""
-        waits, self.recent_waits_s = sorted(self.recent_waits_s), []
+        waits, self.recent_waits_s = sorted(self.recent_waits_s), _recent_waits()
 
         def pct(q: float) -> float:
             return round(waits[min(len(waits) - 1, int(q * len(waits)))], 4) if waits else 0.0
@@ -84,6 +102,7 @@ class ProducerStats:
             "acked": self.acked,
             "retries": self.retries,
             "refused": dict(self.refused),
+            "given_up": self.given_up,
             "max_wait_s": round(self.max_wait_s, 3),
             "recent_acked": len(waits),
             "recent_p50_s": pct(0.5),
@@ -173,13 +192,16 @@ class Producer:
         site: str = "a",
         tracer: Tracer | None = None,
         mix: str = "uniform",
+        burst: int = 0,
     ) -> None:
         """``serving()``: per router, whether its site takes client traffic now (the
         platform's routing); routers of a site that left it are tried only when no
         router is left. ``stay_first``: new messages go to the first router whenever it
         is open (a site's own devices, configured with their site's entry point), not to
         the router that acknowledged last; retries still move on. ``mix``: the kinds'
-        proportions (``MIXES``).
+        proportions (``MIXES``). ``burst``: this many messages due at once at the start,
+        on top of ``rate_per_s`` (which may then be 0); sent as ``max_in_flight`` allows,
+        even after ``duration_s``.
 
         Telemetry: each message is one trace, its span ``bfm.produce`` (first send to ack,
         refusals as events) carried to routers and modules as the envelope's
@@ -187,7 +209,7 @@ class Producer:
         neither a tracer given nor a tracer provider configured in the process, messages
         go without spans and without a traceparent (telemetry off costs nothing)."""
         self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
-        self.rate_per_s, self.shard_count = rate_per_s, shard_count
+        self.rate_per_s, self.shard_count, self.burst = rate_per_s, shard_count, burst
         self.history, self._wall = history, wall
         self.rng = random.Random(seed)
         self.keys = [f"device-{i}" for i in range(keys)]
@@ -234,14 +256,14 @@ class Producer:
             now = loop.time()
             if sending and self._finish_requested:
                 sending, self._deadline = False, now + give_up_s
-            sending = sending and now < start + duration_s
+            sending = sending and (now < start + duration_s or n < self.burst)
             self._refresh_routing()
             outgoing: dict[int, list[_Message]] = {}
             while self._retries and self._retries[0][0] <= now:
                 _, _, msg = heapq.heappop(self._retries)
                 outgoing.setdefault(self._next_router(msg), []).append(msg)
             if sending:
-                due = int((now - start) * self.rate_per_s) + 1
+                due = self.burst + int((now - start) * self.rate_per_s) + (self.rate_per_s > 0)
                 while n < due and self._in_flight < self.max_in_flight:
                     msg = self._message(n)
                     n += 1
@@ -258,6 +280,7 @@ class Producer:
             await link.close()
         for _, _, msg in self._retries:  # still waiting for a retry at the end: given up
             self._end_span(msg, "given-up")
+        self.stats.given_up = self.stats.sent - self.stats.acked
         self._tally.flush()
         self.history.flush()
         return self.stats

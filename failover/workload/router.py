@@ -12,11 +12,12 @@ unchanged, batched per module: whatever arrived in one read goes out in one writ
 module, and the answers are written back in one write. The module checks the rest.
 
 Telemetry: ``bfm_messages_total{component="router", kind, outcome}`` with outcome
-``forwarded`` (the module answered, whatever it said), ``no-owner``, ``malformed`` or
-``module-unreachable``, tallied per read. A message whose ``traceparent`` is sampled gets
-a span ``bfm.route`` (CONSUMER: the router consumes the producer's message, as the module
-does; the line goes on unchanged, so both are children of the producer's span), from the
-routing decision to the answer; unsampled messages cost one string test.
+``forwarded`` (the module answered, whatever it said), ``no-owner``, ``malformed``,
+``module-unreachable`` or ``overloaded`` (below), tallied per read. A message whose
+``traceparent`` is sampled gets a span ``bfm.route`` (CONSUMER: the router consumes the
+producer's message, as the module does; the line goes on unchanged, so both are children
+of the producer's span), from the routing decision to the answer; unsampled messages cost
+one string test.
 
 Health (``health``, reported with the module's on the backbone process's pong): ``handled``
 counts the messages a module answered (delivered onward, whatever the module said: its
@@ -26,6 +27,15 @@ back, which waits on the client). The router refuses nothing through its own fau
 (no-owner, malformed and module-unreachable are the map, the sender and the module), so
 its ``errors`` stay 0. A module's refusal, ``version-error`` included, goes back unchanged:
 the producer retries it like any other.
+
+Bounded under a flood (SECURITY.md, "Bounded resources"): at most ``max_in_flight``
+messages of the whole process wait for a module's answer; a routable message beyond that
+is answered ``overloaded`` at once (outcome ``overloaded``; the producer retries it later),
+so an accepted message is never dropped and a burst costs one cheap refusal per message
+over the bound. Each connection holds at most ``MAX_READS_QUEUED`` reads whose answers are
+not written back yet: a client that does not read its answers is not read either (TCP
+backpressure on that connection only). Beyond ``max_clients`` connections a new one is
+closed at once (the producer sees ``router-unreachable`` and retries).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -57,6 +68,16 @@ Owners = Callable[[], Mapping[str, Ownership]]
 PING = b'{"ping":true}\n'  # a module answers {"pong": true, "health": ...} while it serves
 COMPONENT = "router"
 """The ``component`` label of the router's metrics (it shares the backbone's process)."""
+MAX_IN_FLIGHT = 1000
+"""Messages of the process forwarded and not yet answered by their module. A module
+commits a read's worth (hundreds) at a time, so this keeps every module busy; at 150
+msg/s a router has a handful in flight. Lines are at most ``MAX_LINE_BYTES``."""
+MAX_READS_QUEUED = 4
+"""Reads of one connection (up to ``READ_BYTES`` each) whose answers wait to be written."""
+MAX_CLIENTS = 256
+"""Producer connections served at once; devices share a few connections per gateway."""
+READ_BYTES = 256 * 1024
+_log = logging.getLogger("bfm.router")
 
 
 Forwarded = tuple[AnswerFuture, str, str, Span | None]
@@ -83,9 +104,12 @@ class Router(LineServer):
         tracer: Tracer | None = None,
         version: str = DEFAULT_VERSION,
         monotonic: Callable[[], float] = time.monotonic,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module. ``tracer``:
-        default BFM's. ``version``: what this instance runs (ValueError when invalid)."""
+        default BFM's. ``version``: what this instance runs (ValueError when invalid).
+        ``max_in_flight``, ``max_clients``: the bounds (module docstring)."""
         self.site = site
         self.version = check_version(version)
         self.health = HealthCounters()
@@ -99,6 +123,10 @@ class Router(LineServer):
             for c, (host, port) in by_component.items()
         }
         self.routed = 0
+        self.max_in_flight, self.max_clients = max_in_flight, max_clients
+        self.in_flight = 0  # forwarded, the module's answer not in yet
+        self.peak_in_flight = 0
+        self.refused_clients = 0
         super().__init__()
 
     def health_report(self) -> ComponentHealth:
@@ -148,6 +176,7 @@ class Router(LineServer):
         out: list[Pending] = []
         batches: dict[tuple[str, str], list[tuple[int, bytes, str, Span | None]]] = {}
         tally = self._tally
+        room = self.max_in_flight - self.in_flight
         for line in lines:
             route = self._route(line)
             where, kind, outcome, raw = route
@@ -159,7 +188,14 @@ class Router(LineServer):
                 tally.add(kind, outcome)
                 if traceparent and outcome == "no-owner":
                     _end(self._start_span(route, traceparent), "no-owner")
+            elif room <= 0:  # over the bound: refused now, the producer retries it later
+                refusal = {"id": raw.get("id"), "ok": False, "reason": "overloaded"}
+                out.append(_line({**refusal, "site": self.site}))
+                tally.add(kind, "overloaded")
+                if traceparent:
+                    _end(self._start_span(route, traceparent), "overloaded")
             else:
+                room -= 1
                 span = self._start_span(route, traceparent) if traceparent else None
                 batches.setdefault(where, []).append((len(out), line, kind, span))
                 out.append(b"")
@@ -177,9 +213,60 @@ class Router(LineServer):
             futures = link.send([line + b"\n" for _, line, _, _ in batch])
             for (position, _, kind, span), future in zip(batch, futures, strict=True):
                 out[position] = (future, site, kind, span)
+                future.add_done_callback(self._answered)
             self.routed += len(batch)
+            self.in_flight += len(batch)
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         tally.flush()
         return out
+
+    async def _answers_of(self, received_s: float, batch: list[tuple[bytes, Pending]]) -> bytes:
+        """The answers to one read, in order, once every module answered (or timed out)."""
+        out = []
+        forwarded: dict[str, int] = {}  # kind -> answered by its module
+        for line, pending in batch:
+            if isinstance(pending, bytes):
+                out.append(pending)
+                continue
+            future, site, kind, span = pending
+            try:
+                answer = await future
+            except (TimeoutError, ConnectionError):
+                out.append(_unreachable(line, site))
+                self._tally.add(kind, "module-unreachable")
+                if span is not None:
+                    _end(span, "module-unreachable")
+                continue
+            out.append(answer + b"\n")
+            forwarded[kind] = forwarded.get(kind, 0) + 1
+            if span is not None:
+                _end(span, _outcome_of(answer))
+        for kind, n in forwarded.items():
+            self._tally.add(kind, "forwarded", n=n)
+        self._tally.flush()
+        if forwarded:
+            latency_s = self._monotonic() - received_s
+            self.health.handled_many(sum(forwarded.values()), latency_s)
+        return b"".join(out)
+
+    def _too_many_clients(self) -> bool:
+        """Over ``max_clients`` (this connection counted): refuse it, logged sparingly."""
+        if len(self._clients) <= self.max_clients:
+            return False
+        self.refused_clients += 1
+        if self.refused_clients & (self.refused_clients - 1) == 0:  # 1, 2, 4, ...: few lines
+            _log.warning(
+                "router at site %s refused a connection: %d served at once is its bound "
+                "(%d refused so far)",
+                self.site,
+                self.max_clients,
+                self.refused_clients,
+                extra={"event": "connection_refused", "refused": self.refused_clients},
+            )
+        return True
+
+    def _answered(self, _: AnswerFuture) -> None:
+        self.in_flight -= 1
 
     def _start_span(self, route: Route, traceparent: str) -> Span:
         where, kind, _, raw = route
@@ -200,45 +287,30 @@ class Router(LineServer):
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        # per read: when it was read (the health's latency) and its lines' answers to be
+        if self._too_many_clients():
+            writer.close()
+            return
+        # per read: when it was read (the health's latency) and its lines' answers to be;
+        # bounded: when the client does not read its answers, its requests are not read
         answers: asyncio.Queue[tuple[float, list[tuple[bytes, Pending]]] | None]
-        answers = asyncio.Queue()
+        answers = asyncio.Queue(maxsize=MAX_READS_QUEUED)
 
         async def reply_in_order() -> None:
+            gone = False  # the client is gone: still take every read off the bounded queue
             while (item := await answers.get()) is not None:
-                received_s, batch = item
-                out = []
-                forwarded: dict[str, int] = {}  # kind -> answered by its module
-                for line, pending in batch:
-                    if isinstance(pending, bytes):
-                        out.append(pending)
-                        continue
-                    future, site, kind, span = pending
-                    try:
-                        answer = await future
-                    except (TimeoutError, ConnectionError):
-                        out.append(_unreachable(line, site))
-                        self._tally.add(kind, "module-unreachable")
-                        if span is not None:
-                            _end(span, "module-unreachable")
-                        continue
-                    out.append(answer + b"\n")
-                    forwarded[kind] = forwarded.get(kind, 0) + 1
-                    if span is not None:
-                        _end(span, _outcome_of(answer))
-                for kind, n in forwarded.items():
-                    self._tally.add(kind, "forwarded", n=n)
-                self._tally.flush()
-                if forwarded:
-                    latency_s = self._monotonic() - received_s
-                    self.health.handled_many(sum(forwarded.values()), latency_s)
-                writer.write(b"".join(out))
-                await writer.drain()
+                out = await self._answers_of(*item)
+                if gone:
+                    continue
+                try:
+                    writer.write(out)
+                    await writer.drain()
+                except ConnectionError:
+                    gone = True
 
         replier = asyncio.create_task(reply_in_order())
         pending = b""
         try:
-            while chunk := await reader.read(256 * 1024):
+            while chunk := await reader.read(READ_BYTES):
                 *lines, pending = (pending + chunk).split(b"\n")
                 if len(pending) > MAX_LINE_BYTES:
                     break  # no newline in sight: not our protocol, drop the connection

@@ -16,12 +16,20 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from failover.cli.main import run as bfm
 from failover.core.fencing import Assignment, EpochFence, Ownership
 from failover.core.topology import DEFAULT_COMPONENTS
 from failover.workload.envelope import Envelope, shard_of
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
-from failover.workload.producer import DELAYED_LOGS_PER_S, Producer, _Message, kind_cycle
+from failover.workload.producer import (
+    DELAYED_LOGS_PER_S,
+    RECENT_WAITS_KEPT,
+    Producer,
+    ProducerStats,
+    _Message,
+    kind_cycle,
+)
 from failover.workload.router import Router
 
 SHARDS = 4
@@ -32,10 +40,17 @@ class FakeRouter:
     """Speaks the router protocol; refuses the first ``refusals`` attempts of each message."""
 
     def __init__(
-        self, *, refusals: int = 1, site: str = "a", epoch: int = 5, drop: bool = False
+        self,
+        *,
+        refusals: int = 1,
+        site: str = "a",
+        epoch: int = 5,
+        drop: bool = False,
+        reason: str = "not-owner",
     ) -> None:
         """``drop``: a refusal is a dropped connection instead of a refusing answer."""
         self.refusals, self.site, self.epoch, self.drop = refusals, site, epoch, drop
+        self.reason = reason
         self.attempts: Counter[str] = Counter()
         self.seen: dict[str, Envelope] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -55,7 +70,7 @@ class FakeRouter:
         if self.attempts[env.id] <= self.refusals:
             if self.drop:
                 return None
-            return {"id": env.id, "ok": False, "reason": "not-owner", "site": self.site}
+            return {"id": env.id, "ok": False, "reason": self.reason, "site": self.site}
         return {"id": env.id, "ok": True, "epoch": self.epoch, "site": self.site}
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -215,11 +230,54 @@ def test_a_message_never_acknowledged_gives_up_without_an_ack_line() -> None:
         assert stats.acked == 0
         assert stats.sent == len(router.seen) >= 1
         assert stats.retries >= stats.sent
+        assert stats.given_up == stats.sent
         await router.close()
 
     _run(scenario)
     lines = _history(history.getvalue())
     assert all(len(ops["send"]) == 1 and not ops["ack"] for ops in lines.values())
+
+
+def test_a_burst_goes_out_through_the_window_and_overloaded_refusals_are_retried() -> None:
+    """Devices back online: every message of the burst due at once, at most
+    ``max_in_flight`` of them out at a time, each refused ``overloaded`` once (the router's
+    backpressure) and retried until acknowledged; none given up."""
+    router = FakeRouter(refusals=1, reason="overloaded")
+    history = io.StringIO()
+    burst, window = 300, 50
+
+    async def scenario() -> None:
+        producer = _producer(
+            [await router.start()], history, rate_per_s=0.0, burst=burst, max_in_flight=window
+        )
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, producer._in_flight)
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.ensure_future(watch())
+        stats = await producer.run(duration_s=0.0, give_up_s=3.0)
+        watcher.cancel()
+        assert (stats.sent, stats.acked, stats.given_up) == (burst, burst, 0)
+        assert stats.refused == {"overloaded": burst}
+        assert 0 < peak <= window
+        await router.close()
+
+    _run(scenario)
+    lines = _history(history.getvalue())
+    assert len(lines) == burst
+    assert all(len(ops["send"]) == len(ops["ack"]) == 1 for ops in lines.values())
+
+
+def test_the_latencies_kept_for_the_next_snapshot_are_bounded() -> None:
+    stats = ProducerStats()
+    stats.recent_waits_s.extend(float(i) for i in range(RECENT_WAITS_KEPT + 10))
+    assert len(stats.recent_waits_s) == RECENT_WAITS_KEPT
+    assert stats.snapshot()["recent_acked"] == RECENT_WAITS_KEPT
+    assert len(stats.recent_waits_s) == 0
 
 
 class Site:
@@ -385,3 +443,10 @@ def test_traced_delayed_messages_are_logged_even_in_a_burst_of_untraced_ones(
     traced = [r for r in delayed if getattr(r, "trace_id", "")]
     assert len(delayed) == DELAYED_LOGS_PER_S + 5
     assert len(traced) == 5
+
+
+def test_bfm_produce_with_neither_a_rate_nor_a_burst_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bfm(["produce", f"--run-dir={tmp_path}", "--rate=0"]) == 2
+    assert "give a --rate above 0 or a --burst" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from failover.core.fencing import Assignment, EpochFence, Ownership
 from failover.workload.envelope import Envelope
 from failover.workload.ledger import Ledger
 from failover.workload.module import ModuleService
-from failover.workload.router import Router
+from failover.workload.router import MAX_CLIENTS, MAX_IN_FLIGHT, Router
 
 SHARDS = 8
 TEST_DEADLINE_S = 8.0
@@ -61,7 +62,9 @@ class Backbone:
         for site, grants in self.grants.items():
             grants.epochs = {i: e for i, (s, e) in owners.items() if s == site}
 
-    async def start(self) -> tuple[str, int]:
+    async def start(
+        self, *, max_in_flight: int = MAX_IN_FLIGHT, max_clients: int = MAX_CLIENTS
+    ) -> tuple[str, int]:
         for site, module in self.modules.items():
             self.addresses[site] = await module.start("127.0.0.1", 0)
         self.router = Router(
@@ -69,6 +72,8 @@ class Backbone:
             owners=lambda: self.owners,
             modules={site: {"eap": address} for site, address in self.addresses.items()},
             timeout_s=1.0,
+            max_in_flight=max_in_flight,
+            max_clients=max_clients,
         )
         return await self.router.start("127.0.0.1", 0)
 
@@ -278,3 +283,88 @@ def test_a_router_with_an_old_map_causes_a_refusal_never_a_wrong_write(tmp_path:
 
     backbone = _run(tmp_path, {6: ("a", 1)}, test)
     assert backbone.ledger_ids("a") == backbone.ledger_ids("b") == []
+
+
+def _bounded(backbone: Backbone, test: Callable[[], Awaitable[None]]) -> None:
+    async def scenario() -> None:
+        try:
+            await test()
+        finally:
+            await backbone.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), TEST_DEADLINE_S))
+
+
+def _router(backbone: Backbone) -> Router:
+    assert backbone.router is not None
+    return backbone.router
+
+
+def test_a_flood_beyond_the_in_flight_bound_is_refused_overloaded_and_nothing_is_dropped(
+    tmp_path: Path,
+) -> None:
+    owners = {i: ("a" if i % 2 else "b", 3) for i in range(SHARDS)}
+    backbone, count, bound = Backbone(tmp_path, owners), 600, 40
+
+    async def test() -> None:
+        producer = await Producer.connect(await backbone.start(max_in_flight=bound))
+        router = _router(backbone)
+        waiting = [f"m{i}" for i in range(count)]
+        refused = 0
+        for _ in range(50):  # retried, as the producer does, until every one is applied
+            answers = await producer.send(*(_frame(m, int(m[1:]) % SHARDS) for m in waiting))
+            assert {a.get("reason", "ok") for a in answers} <= {"ok", "overloaded"}
+            waiting = [a["id"] for a in answers if not a["ok"]]
+            refused += len(waiting)
+            if not waiting:
+                break
+        producer.close()
+        assert not waiting
+        assert refused > 0  # the flood did go over the bound
+        assert 0 < router.peak_in_flight <= bound
+        assert router.in_flight == 0
+
+    _bounded(backbone, test)
+    applied = backbone.ledger_ids("a") + backbone.ledger_ids("b")
+    assert sorted(applied) == sorted(f"m{i}" for i in range(count))  # each once, none lost
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(tmp_path: Path) -> None:
+    backbone, count = Backbone(tmp_path, {1: ("b", 2)}), 20_000
+    template = _frame("m-NUMBER", 1)
+
+    async def test() -> None:
+        address = await backbone.start()
+        router = _router(backbone)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers pile up fast
+        sock.connect(address)
+        sock.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"".join(template.replace(b"NUMBER", b"%d" % i) for i in range(count)))
+        routed = -1
+        while routed != router.routed:  # until the router stops taking more
+            routed = router.routed
+            await asyncio.sleep(0.5)
+        assert 0 < router.routed < count // 2  # about six reads' worth: it stopped reading
+        writer.close()
+
+    _bounded(backbone, test)
+
+
+def test_connections_beyond_the_bound_are_closed_and_the_others_go_on(tmp_path: Path) -> None:
+    backbone = Backbone(tmp_path, {1: ("b", 2)})
+
+    async def test() -> None:
+        address = await backbone.start(max_clients=2)
+        router = _router(backbone)
+        first, second = await Producer.connect(address), await Producer.connect(address)
+        assert (await first.send(_frame("m1", 1)))[0]["ok"]
+        third = await Producer.connect(address)
+        assert await asyncio.wait_for(third.reader.read(), ANSWER_TIMEOUT_S) == b""  # closed
+        assert router.refused_clients == 1
+        assert (await second.send(_frame("m2", 1)))[0]["ok"]
+        for producer in (first, second, third):
+            producer.close()
+
+    _bounded(backbone, test)
