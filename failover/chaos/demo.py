@@ -40,6 +40,7 @@ from typing import Any
 from failover.adapters.etcd_cluster import EtcdCluster
 from failover.adapters.store_url import open_store
 from failover.adapters.system_clock import SystemClock
+from failover.adapters.tls_dev import tls_env, write_dev_pki
 from failover.chaos import demo_license, demo_update
 from failover.chaos.demo_license import LICENSE_SCENARIOS, LicenseScenario, LicenseWatch
 from failover.chaos.demo_update import UPDATE_SCENARIOS
@@ -87,6 +88,7 @@ class Demo:
     mix: str = "uniform"  # the producer's kinds of message (failover.workload.producer.MIXES)
     logstore: bool = True  # run the embedded log and trace store and ship to it
     settle_s: float | None = None  # end the traffic this long after the last step ran
+    tls: bool = False  # every backbone connection over TLS, with a development PKI
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -135,6 +137,10 @@ class Demo:
         """The store (a local etcd cluster for ``etcd``), then every site process; each
         worker site's process starts its own components."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            tls = tls_env(write_dev_pki(self.run_dir / "tls"))  # before any process starts
+            self.env.update(tls)
+            self.launcher.env.update(tls)
         if self.logstore:
             self._start_logstore()
         if self.store == "etcd":
@@ -432,6 +438,7 @@ def headless_command(
     mix: str = "uniform",
     logstore: bool = False,
     settle_s: float | None = None,
+    tls: bool = False,
 ) -> list[str]:
     """The command line of one ``bfm demo --headless`` run (tests and benchmarks)."""
     return [
@@ -450,4 +457,5 @@ def headless_command(
         f"--mix={mix}",
         "--logstore" if logstore else "--no-logstore",
         *([f"--settle={settle_s:g}s"] if settle_s is not None else []),
+        *(["--tls"] if tls else []),
     ]

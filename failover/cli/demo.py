@@ -71,6 +71,14 @@ def demo(
             "instead of at --duration, which stays the ceiling.",
         ),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls/--no-tls",
+            help="Every backbone connection (producer, routers, modules, the sites' pings) "
+            "over mutual TLS, with a development CA made in <run dir>/tls.",
+        ),
+    ] = False,
     logstore: Annotated[
         bool,
         typer.Option(
@@ -114,6 +122,7 @@ def demo(
         mix=mix,
         logstore=logstore,
         settle_s=settle_s,
+        tls=tls,
     )
     typer.echo(f"bfm demo: run directory {directory}", err=True)
     typer.echo(

@@ -189,8 +189,19 @@ def _from_run_dir(
         f"{mine.heartbeat[0]}:{mine.heartbeat[1]}",
         peers,
         grants_file or str(run_dir / f"grants-{site}.json"),
-        ComponentProbes(mine.modules) if mine.modules else None,
+        ComponentProbes(mine.modules, tls=_tls_client()) if mine.modules else None,
     )
+
+
+def _tls_client() -> Any:
+    """The client side of the components' TLS, when ``BFM_TLS_*`` name certificates."""
+    from failover.adapters.tls import TlsConfigError, tls_from_env
+
+    try:
+        tls = tls_from_env(os.environ)
+    except TlsConfigError as err:
+        raise UsageError(str(err)) from None
+    return tls.client_context() if tls else None
 
 
 def _run_until_stopped(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -129,6 +130,7 @@ def produce(
     ] = None,
 ) -> None:
     """Send a steady stream of messages, each retried until acknowledged; record the history."""
+    from failover.adapters.tls import TlsConfigError, tls_from_env
     from failover.cli.durations import parse_duration_s
     from failover.workload.component_process import start_telemetry, stop_telemetry
     from failover.workload.producer import MIXES, Producer
@@ -140,6 +142,10 @@ def produce(
     endpoints = _endpoints(run_dir)
     site = site.lower()
     duration_s = parse_duration_s(duration)
+    try:
+        tls = tls_from_env(os.environ)  # BFM_TLS_*: TLS to the routers (SECURITY.md)
+    except TlsConfigError as err:
+        raise UsageError(str(err)) from None
     entries = [
         (s, e.router)
         for s, e in sorted(endpoints.sites.items(), key=lambda i: i[0] != site)
@@ -165,6 +171,7 @@ def produce(
                 site=site,
                 burst=burst,
                 max_in_flight=max_in_flight,
+                tls=tls.client_context() if tls else None,
             )
             stats = asyncio.run(
                 _run_with_stats(producer, duration_s, Path(stats_file) if stats_file else None)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Mapping
 
+from failover.adapters.tls import wrap_client
 from failover.core.versions import ComponentHealth
 
 OK, REFUSED, UNANSWERED = "ok", "refused", "unanswered"
@@ -37,12 +39,14 @@ MAX_ANSWER_BYTES = 8 * 1024
 
 
 def ping_answer(
-    address: tuple[str, int], *, timeout_s: float
+    address: tuple[str, int], *, timeout_s: float, tls: ssl.SSLContext | None = None
 ) -> tuple[str, ComponentHealth | None]:
     """(``ok``, ``refused`` or ``unanswered``; the health the pong carried, or None when it
     carried none or a malformed one). ``timeout_s`` bounds the connect, then the answer."""
     try:
-        with socket.create_connection(address, timeout=timeout_s) as conn:
+        with wrap_client(
+            socket.create_connection(address, timeout=timeout_s), tls, address[0]
+        ) as conn:
             conn.sendall(b'{"ping": true}\n')
             answer = json.loads(_read_line(conn, timeout_s=timeout_s))
     except ConnectionRefusedError:
@@ -101,8 +105,11 @@ class ComponentProbes:
         *,
         interval_s: float = 0.1,
         timeout_s: float = PROBE_TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: ping over TLS (the components listen with it: ``failover.adapters.tls``)."""
         self.addresses = dict(addresses)
+        self.tls = tls
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self._state = dict.fromkeys(self.addresses, REFUSED)
         self._health: dict[str, ComponentHealth] = {}
@@ -138,7 +145,7 @@ class ComponentProbes:
     def _loop(self, component: str) -> None:
         address = self.addresses[component]
         while not self._stop.is_set():
-            state, health = ping_answer(address, timeout_s=self.timeout_s)
+            state, health = ping_answer(address, timeout_s=self.timeout_s, tls=self.tls)
             if health is not None:
                 self._health[component] = health
             self._state[component] = state

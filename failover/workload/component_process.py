@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import threading
@@ -30,6 +31,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from bfm_observe.propagation import context_of
 from failover import telemetry
+from failover.adapters.tls import tls_from_env
 from failover.core.fencing import EpochFence, Ownership
 from failover.core.versions import DEFAULT_VERSION
 from failover.ports import CoordinationStore, StoreError
@@ -255,7 +257,8 @@ async def serve(
         decision_of=cached.decision,
         version=version,
     )
-    await module.start(*mine.modules[component])
+    tls = tls_from_env(os.environ)  # TlsConfigError (a ValueError) before anything listens
+    await module.start(*mine.modules[component], tls=tls.server_context() if tls else None)
     router = None
     if routes and mine.router is not None:
         router = Router(
@@ -263,9 +266,10 @@ async def serve(
             owners=lambda: watch.current,
             modules={s: e.modules for s, e in endpoints.sites.items() if e.modules},
             version=version,
+            tls=tls.client_context() if tls else None,
         )
         module.health_parts.append(router.health)  # the site's ping reports the process
-        await router.start(*mine.router)
+        await router.start(*mine.router, tls=tls.server_context() if tls else None)
 
     workers = tuple(sorted(s for s, e in endpoints.sites.items() if e.modules))
     notices = DecisionNotices(site, component, routes=router is not None, sites=workers)

@@ -4,6 +4,7 @@ connection, and a quiet shutdown that ends open connections without stray traceb
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 
 class LineServer:
@@ -13,8 +14,11 @@ class LineServer:
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._client, host, port)
+    async def start(
+        self, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Listen on ``host:port`` (TLS with ``tls``: ``failover.adapters.tls``)."""
+        self._server = await asyncio.start_server(self._client, host, port, ssl=tls)
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 AnswerFuture = asyncio.Future[bytes]
@@ -34,6 +35,7 @@ class Link:
         timeout_s: float,
         probe: bytes | None = None,
         probe_interval_s: float = 0.1,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``probe``: a request line the peer answers with a line holding ``pong`` when it
         is serving (a circuit breaker; a module's pong carries its health too, a few
@@ -41,8 +43,10 @@ class Link:
         timeout the link then fails at once, instead of sending more work to a peer that
         stopped answering (a paused process's kernel still accepts connections, and every
         request would wait out the timeout again), and it probes the peer every
-        ``probe_interval_s`` on a connection of its own until it answers."""
+        ``probe_interval_s`` on a connection of its own until it answers. ``tls``: connect
+        with TLS (``failover.adapters.tls``), checking the peer's certificate for ``host``."""
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.tls = tls
         self.probe, self.probe_interval_s = probe, probe_interval_s
         self._prober: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -82,9 +86,7 @@ class Link:
                 # per waiter in a row (a peer cut off answers no SYN at all).
                 raise ConnectionError(f"cannot connect to {self.host}:{self.port} now")
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), self.timeout_s
-                )
+                reader, writer = await asyncio.wait_for(self._connect(), self.timeout_s)
             except TimeoutError:
                 # No answer to the SYN (a peer cut off): fail at once for a while rather than
                 # make every next request wait out a connect of its own (a router would spend
@@ -176,9 +178,7 @@ class Link:
             await asyncio.sleep(self.probe_interval_s)
             writer = None
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), self.timeout_s
-                )
+                reader, writer = await asyncio.wait_for(self._connect(), self.timeout_s)
                 writer.write(self.probe)
                 answer = await asyncio.wait_for(reader.readline(), self.timeout_s)
                 if b"pong" in answer:
@@ -188,6 +188,13 @@ class Link:
             finally:
                 if writer is not None:
                     writer.close()
+
+    def _connect(self) -> Coroutine[Any, Any, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+        if self.tls is None:
+            return asyncio.open_connection(self.host, self.port)
+        return asyncio.open_connection(
+            self.host, self.port, ssl=self.tls, server_hostname=self.host
+        )
 
     async def close(self) -> None:
         self._broken()

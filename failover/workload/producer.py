@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ class Producer:
         tracer: Tracer | None = None,
         mix: str = "uniform",
         burst: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``serving()``: per router, whether its site takes client traffic now (the
         platform's routing); routers of a site that left it are tried only when no
@@ -208,7 +210,7 @@ class Producer:
         ``traceparent``; ``site`` labels the metrics. ``tracer`` (default BFM's): with
         neither a tracer given nor a tracer provider configured in the process, messages
         go without spans and without a traceparent (telemetry off costs nothing)."""
-        self.links = [Link(h, p, timeout_s=timeout_s) for h, p in routers]
+        self.links = [Link(h, p, timeout_s=timeout_s, tls=tls) for h, p in routers]
         self.rate_per_s, self.shard_count, self.burst = rate_per_s, shard_count, burst
         self.history, self._wall = history, wall
         self.rng = random.Random(seed)

@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -106,10 +107,12 @@ class Router(LineServer):
         monotonic: Callable[[], float] = time.monotonic,
         max_in_flight: int = MAX_IN_FLIGHT,
         max_clients: int = MAX_CLIENTS,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``modules``: site -> component -> (host, port) of that module. ``tracer``:
         default BFM's. ``version``: what this instance runs (ValueError when invalid).
-        ``max_in_flight``, ``max_clients``: the bounds (module docstring)."""
+        ``max_in_flight``, ``max_clients``: the bounds (module docstring). ``tls``: the
+        client side of TLS to the modules (``failover.adapters.tls``)."""
         self.site = site
         self.version = check_version(version)
         self.health = HealthCounters()
@@ -118,7 +121,7 @@ class Router(LineServer):
         self._tally = messages(site, COMPONENT)
         self._owners = owners
         self._links = {
-            (s, c): Link(host, port, timeout_s=timeout_s, probe=PING)
+            (s, c): Link(host, port, timeout_s=timeout_s, probe=PING, tls=tls)
             for s, by_component in modules.items()
             for c, (host, port) in by_component.items()
         }

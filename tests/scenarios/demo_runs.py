@@ -24,6 +24,7 @@ def run_demo(
     store: str = "sqlite",
     logstore: bool = False,
     settle_s: float | None = None,
+    tls: bool = False,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """The finished demo (exit code, output) and its JSON report; the run is in
     ``tmp_path / "run"``. With ``settle_s`` the traffic ends that long after the
@@ -40,6 +41,7 @@ def run_demo(
             store=store,
             logstore=logstore,
             settle_s=settle_s,
+            tls=tls,
         ),
         check=False,
         capture_output=True,

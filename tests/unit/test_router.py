@@ -313,9 +313,11 @@ def test_a_flood_beyond_the_in_flight_bound_is_refused_overloaded_and_nothing_is
         refused = 0
         for _ in range(50):  # retried, as the producer does, until every one is applied
             answers = await producer.send(*(_frame(m, int(m[1:]) % SHARDS) for m in waiting))
-            assert {a.get("reason", "ok") for a in answers} <= {"ok", "overloaded"}
+            reasons = [a.get("reason", "ok") for a in answers]
+            # a loaded machine may also time a module out: retried like the rest
+            assert set(reasons) <= {"ok", "overloaded", "module-unreachable"}, set(reasons)
             waiting = [a["id"] for a in answers if not a["ok"]]
-            refused += len(waiting)
+            refused += reasons.count("overloaded")
             if not waiting:
                 break
         producer.close()
