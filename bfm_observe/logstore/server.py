@@ -11,7 +11,10 @@ Endpoints (https://grafana.com/docs/loki/latest/reference/loki-http-api/):
 - ``GET|POST /loki/api/v1/query_range``, ``query``, ``labels``, ``label/<name>/values``,
   ``series`` (``bfm_observe.logstore.http_api``);
 - ``GET /api/traces/<trace id>`` -> Tempo's JSON (404 when the store has no span of it);
-- ``GET /ready`` -> 200 ``ready``.
+- ``GET /ready`` -> 200 ``ready``;
+- ``GET /metrics`` -> the store's own metrics (``bfm_logstore_requests_total{op,
+  outcome}``, ``bfm_observe.logstore.server_metrics``); refusals are also logged,
+  rate-limited.
 
 Authentication and tenants, as Loki: with a ``token``, every endpoint but ``/ready``
 needs ``Authorization: Bearer <token>`` (401 otherwise; the comparison is constant-time).
@@ -37,8 +40,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from bfm_observe.logstore import http_api
 from bfm_observe.logstore.records import DEFAULT_TENANT
+from bfm_observe.logstore.server_metrics import RequestLog, exposition
 from bfm_observe.logstore.store import LogStore, LogStoreError, StoreFull
 from bfm_observe.logstore.wire_loki import (
     decode_loki_json,
@@ -74,6 +80,7 @@ class LogStoreServer:
         self.store, self.token, self.multi_tenant = store, token or None, multi_tenant
         self.max_body_bytes, self.retention_interval_s = max_body_bytes, retention_interval_s
         self.wall_clock = wall_clock
+        self.requests = RequestLog()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -226,6 +233,10 @@ def _handler_for(server: LogStoreServer) -> type[BaseHTTPRequestHandler]:
                     self._send(200, "text/plain", b"ready\n")
                     return
                 server.authorize(self.headers)
+                if parts.path == "/metrics" and not body:
+                    self._send(200, CONTENT_TYPE_LATEST, exposition())
+                    server.requests.answered(parts.path, 200)
+                    return
                 payload = self._body() if body else b""
                 self.close_connection = asked_to_close
                 status, content_type, out = act(parts.path, parts.query, payload)
@@ -239,6 +250,8 @@ def _handler_for(server: LogStoreServer) -> type[BaseHTTPRequestHandler]:
                 log.exception("log store request %s %s failed", self.command, parts.path)
                 status, content_type, out = 500, "text/plain", f"internal error: {exc}\n".encode()
             self._send(status, content_type, out)
+            reason = out.decode("utf-8", "replace") if status >= 400 else ""
+            server.requests.answered(parts.path, status, reason)
 
         def _body(self) -> bytes:
             length_text = self.headers.get("Content-Length")

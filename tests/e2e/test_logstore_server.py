@@ -167,6 +167,41 @@ def test_bad_requests_get_loki_errors(served: LogStoreServer) -> None:
     assert client.ready()
 
 
+def _requests_counted(url: str, op: str, outcome: str) -> float:
+    """``bfm_logstore_requests_total{op, outcome}`` as the store's /metrics says."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    wanted = f'op="{op}",outcome="{outcome}"'
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("bfm_logstore_requests_total{") and wanted in line
+    ]
+    return sum(values)
+
+
+def test_refused_requests_are_counted_and_logged_without_flooding(
+    served: LogStoreServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile input: every refusal counted at /metrics, a flood logged once (with how
+    many), and the server still answers."""
+    before = _requests_counted(served.url, "push", "bad-request")
+    with caplog.at_level(logging.WARNING, logger="bfm.logstore"):
+        for _ in range(25):
+            bad = requests.post(
+                served.url + "/loki/api/v1/push",
+                data=b"{not json",
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
+            assert bad.status_code == 400
+    assert _requests_counted(served.url, "push", "bad-request") == before + 25
+    refusals = [r for r in caplog.records if getattr(r, "event", "") == "logstore_refused"]
+    assert len(refusals) == 1, [r.getMessage() for r in refusals]  # one line, not 25
+    assert "push request(s) bad-request (HTTP 400)" in refusals[0].getMessage()
+    assert _requests_counted(served.url, "metrics", "ok") >= 1
+    assert LokiClient(served.url).ready()
+
+
 def test_token_and_tenants_as_loki(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "logs.db")
     server = LogStoreServer(store, port=0, token="s3cret", multi_tenant=True)

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from bfm_observe import metrics as observe_metrics
+from bfm_observe.logstore import server_metrics  # noqa: F401 - registers the log store's
 from failover import telemetry  # registers the catalogue
 
 DOC = Path(__file__).parents[2] / "docs" / "metrics.md"
