@@ -8,11 +8,12 @@ reason, so a flood of bad pushes cannot flood the logs."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, generate_latest
+
+from bfm_observe.ratelog import Summarized
 
 log = logging.getLogger("bfm.logstore")
 
@@ -67,33 +68,22 @@ def exposition() -> bytes:
 
 
 class RequestLog:
-    """Counts each answer and logs refusals, rate-limited per (op, outcome)."""
+    """Counts each answer and logs refusals, summarized per (op, outcome)."""
 
     def __init__(self, site: str = "", monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.site, self._monotonic = site, monotonic
-        self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], tuple[int, float, str]] = {}
+        self.site = site
+        self._log = Summarized(log, LOG_EVERY_S, monotonic)
 
     def answered(self, path: str, status: int, reason: str = "") -> None:
         op, outcome = op_of(path), outcome_of(status)
         REQUESTS.labels(self.site, COMPONENT, op, outcome).inc()
         if outcome in ("ok", "not-found"):
             return
-        now_s = self._monotonic()
-        with self._lock:
-            count, since_s, _ = self._pending.get((op, outcome), (0, now_s - LOG_EVERY_S, ""))
-            count += 1
-            if now_s - since_s < LOG_EVERY_S:
-                self._pending[(op, outcome)] = (count, since_s, reason)
-                return
-            self._pending[(op, outcome)] = (0, now_s, "")
-        log.warning(
-            "log store: %d %s request(s) %s (HTTP %d) in the last %.0f s; the last: %s",
-            count,
-            op,
-            outcome,
-            status,
-            LOG_EVERY_S,
-            reason.strip() or "(no reason given)",
-            extra={"event": "logstore_refused", "op": op, "outcome": outcome},
+        self._log.note(
+            f"{op}:{outcome}",
+            f"log store {op} request(s) {outcome} (HTTP {status})",
+            reason,
+            event="logstore_refused",
+            op=op,
+            outcome=outcome,
         )

@@ -52,6 +52,7 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
 from bfm_observe.propagation import context_of
+from bfm_observe.ratelog import Summarized
 from failover.core.fencing import Ownership
 from failover.core.versions import DEFAULT_VERSION, ComponentHealth, check_version
 from failover.workload.envelope import MODULE_OF_KIND, SCHEMA, Envelope
@@ -120,6 +121,7 @@ class Router(LineServer):
         self._tracer = default_tracer(tracer)
         self._tally = messages(site, COMPONENT)
         self._owners = owners
+        self._malformed = Summarized(_log)  # counted in bfm_messages_total; logged summed
         self._links = {
             (s, c): Link(host, port, timeout_s=timeout_s, probe=PING, tls=tls)
             for s, by_component in modules.items()
@@ -162,6 +164,12 @@ class Router(LineServer):
             except ValueError as err:
                 detail = str(err)
             msg_id = raw.get("id") if isinstance(raw.get("id"), str) else ""
+            self._malformed.note(
+                "malformed",
+                f"malformed message(s) refused by the router at {self.site}",
+                f"{msg_id or '(no id)'}: {detail}",
+                event="malformed_message",
+            )
             refusal = _line({"id": msg_id, "ok": False, "reason": "malformed", "detail": detail})
             return refusal, kind if component is not None else "unknown", "malformed", raw
         ownership = self._owners().get(component)

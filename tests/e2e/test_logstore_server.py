@@ -197,7 +197,7 @@ def test_refused_requests_are_counted_and_logged_without_flooding(
     assert _requests_counted(served.url, "push", "bad-request") == before + 25
     refusals = [r for r in caplog.records if getattr(r, "event", "") == "logstore_refused"]
     assert len(refusals) == 1, [r.getMessage() for r in refusals]  # one line, not 25
-    assert "push request(s) bad-request (HTTP 400)" in refusals[0].getMessage()
+    assert "log store push request(s) bad-request (HTTP 400)" in refusals[0].getMessage()
     assert _requests_counted(served.url, "metrics", "ok") >= 1
     assert LokiClient(served.url).ready()
 

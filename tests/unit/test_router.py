@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from failover.core.fencing import Assignment, EpochFence, Ownership
 from failover.workload.envelope import Envelope
@@ -180,8 +183,10 @@ def test_shards_without_a_reachable_owner_are_refused_as_no_owner(tmp_path: Path
 
 
 def test_malformed_input_is_refused_with_a_reason_and_the_connection_goes_on(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="bfm.router")
+
     async def test(_: Backbone, producer: Producer) -> None:
         answers = await producer.send(
             _frame("bad-schema", 1, schema="bfm.envelope/9"),
@@ -200,6 +205,9 @@ def test_malformed_input_is_refused_with_a_reason_and_the_connection_goes_on(
 
     backbone = _run(tmp_path, {1: ("b", 2)}, test)
     assert backbone.ledger_ids("b") == ["fine"]
+    # five refusals, one log line (the first at once; the rest summed up later)
+    lines = [r for r in caplog.records if getattr(r, "event", "") == "malformed_message"]
+    assert len(lines) == 1 and "bad-schema" in lines[0].getMessage()
 
 
 def test_a_payload_that_cannot_be_forwarded_is_refused_not_the_connection(
