@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 from logging_loki.emitter import LokiEmitterV1  # type: ignore[import-untyped]
 
-from bfm_observe.logs import trace_ids
+from bfm_observe.logs import JsonFormatter, trace_ids
+from bfm_observe.tracing import NAMESPACE
 
 PUSH_PATH = "/loki/api/v1/push"
 TIMEOUT_S = (1.0, 2.0)  # (connect, read)
@@ -190,3 +191,17 @@ class LokiShipper(logging.Handler):
             self._stop.set()
             self._thread.join(timeout=timeout_s + 0.5)
         super().close()
+
+
+def ship_logger(
+    logger_name: str, loki_url: str, *, site: str, component: str, queue_size: int = 1000
+) -> LokiShipper:
+    """Ship only ``logger_name``'s records to Loki (a short-lived command's, such as an
+    operator's audit record: the process configures nothing else); ``close`` it before
+    the process ends to flush."""
+    labels = {"site": site, "component": component, "namespace": NAMESPACE}
+    shipper = LokiShipper(
+        BfmLokiEmitter(loki_url, labels), JsonFormatter(site, component), queue_size=queue_size
+    )
+    logging.getLogger(logger_name).addHandler(shipper)
+    return shipper

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -81,7 +82,6 @@ def operator_audit(run_dir: Any, coordination: CoordinationStore) -> AuditTrail:
     exit 2 when no audit log is named, 1 when it cannot be written (nothing is changed
     either way: no change is made unaudited)."""
     import os
-    from pathlib import Path
 
     from failover.adapters.system_clock import SystemClock
     from failover.runtime.audit_log import (
@@ -100,12 +100,33 @@ def operator_audit(run_dir: Any, coordination: CoordinationStore) -> AuditTrail:
             f"{AUDIT_LOG_ENV}=PATH (operator changes are never made unaudited); nothing changed"
         )
     quiet_audit_logger()
+    ship_audit_records(Path(run_dir) if run_dir else None)
     trail = AuditTrail(path, coordination, who=_changed_by(), clock=SystemClock())
     try:
         trail.check()
     except AuditError as err:
         raise CheckFailed(f"{err}; nothing was changed") from None
     return trail
+
+
+def ship_audit_records(run_dir: Path | None) -> None:
+    """Send this command's audit records to Loki too, when one is known: ``BFM_LOKI_URL``,
+    else the run directory's log store (``logstore.url``); flushed as the command ends
+    (at most 2 s). Without one they are in the audit log only."""
+    import atexit
+    import logging
+    import os
+
+    from bfm_observe.loki import ship_logger
+    from failover.chaos.logstore_process import URL_FILE
+
+    url = os.environ.get("BFM_LOKI_URL", "").strip()
+    if not url and run_dir is not None and (run_dir / URL_FILE).is_file():
+        url = (run_dir / URL_FILE).read_text(encoding="utf-8").strip()
+    if url:
+        shipper = ship_logger("bfm.audit", url, site="ops", component="bfm-cli")
+        logging.getLogger("bfm.audit").setLevel(logging.INFO)  # records are INFO lines
+        atexit.register(shipper.close, 2.0)
 
 
 def audit_warnings(trail: AuditTrail) -> None:

@@ -5,6 +5,7 @@ inside a span, and the controller's committed decisions."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from small_system import SmallSystem
+from support.loki_receiver import LokiReceiver
 from test_cli_operate import System as OperatedSystem
 from test_cli_update import RELEASE
 from test_cli_update import System as UpdatedSystem
@@ -78,6 +80,31 @@ def test_a_drain_on_the_command_line_is_audited(
     assert verify_log(tmp_path / "audit.log", head).intact
     code, out, _ = bfm(capsys, "audit", "verify", f"--store={operated.url}")
     assert code == 0 and "intact: 2 record(s)" in out  # the log found beside the sqlite store
+
+
+def test_an_operators_audit_record_reaches_loki_too(
+    operated: OperatedSystem,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a Loki named (BFM_LOKI_URL), the command ships its audit record there as
+    well (a real HTTP receiver decoding Loki's push format)."""
+    audit_logger = logging.getLogger("bfm.audit")
+    before, level = list(audit_logger.handlers), audit_logger.level
+    with LokiReceiver() as loki:
+        monkeypatch.setenv("BFM_LOKI_URL", loki.url)
+        try:
+            code, _, err = bfm(capsys, "drain", "a", f"--store={operated.url}", "--reason", "x")
+            assert (code, err) == (0, "")
+            entries = loki.wait_for(lambda got: len(got) >= 1, 10.0)
+        finally:
+            for handler in set(audit_logger.handlers) - set(before):
+                audit_logger.removeHandler(handler)
+                handler.close()
+            audit_logger.setLevel(level)
+    (line,) = [json.loads(e.line) for e in entries]
+    assert (line["event"], line["action"], line["why"]) == ("audit", "drain", "x")
+    assert entries[0].labels["component"] == "bfm-cli"
 
 
 def test_no_change_is_made_that_could_not_be_audited(
