@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def write_dev_pki(
     return TlsFiles(folder / "site.pem", _write_key(key, folder / "site.key"), folder / "ca.pem")
 
 
+HEARTBEAT_KEY_FILE = "heartbeat.key"
+HEARTBEAT_KEY_ENV = "BFM_HEARTBEAT_KEY_FILE"  # failover.runtime.heartbeats reads it
+
+
 def tls_env(files: TlsFiles) -> dict[str, str]:
-    """The ``BFM_TLS_*`` variables naming ``files``."""
-    return {TLS_CERT_ENV: str(files.cert), TLS_KEY_ENV: str(files.key), TLS_CA_ENV: str(files.ca)}
+    """The ``BFM_TLS_*`` variables naming ``files``, and ``BFM_HEARTBEAT_KEY_FILE`` naming
+    a fresh shared heartbeat secret beside them (0600)."""
+    key = files.ca.parent / HEARTBEAT_KEY_FILE
+    if not key.exists():
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return {
+        TLS_CERT_ENV: str(files.cert),
+        TLS_KEY_ENV: str(files.key),
+        TLS_CA_ENV: str(files.ca),
+        HEARTBEAT_KEY_ENV: str(key),
+    }

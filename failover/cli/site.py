@@ -117,6 +117,7 @@ def run(
     settings = SiteSettings(
         site=site,
         audit_log=audit_log,
+        heartbeat_key=_heartbeat_key(),
         license=licensing[0] if licensing else None,
         topology=topology,
         listen=_host_port(listen),
@@ -191,6 +192,16 @@ def _from_run_dir(
         grants_file or str(run_dir / f"grants-{site}.json"),
         ComponentProbes(mine.modules, tls=_tls_client()) if mine.modules else None,
     )
+
+
+def _heartbeat_key() -> bytes | None:
+    """The sites' shared heartbeat secret (``BFM_HEARTBEAT_KEY_FILE``; SECURITY.md)."""
+    from failover.runtime.heartbeats import heartbeat_key
+
+    try:
+        return heartbeat_key(os.environ)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _tls_client() -> Any:

@@ -56,6 +56,7 @@ class SiteSettings:
     license: LicensePolicy | None = None  # None: licensing not configured (nothing judged)
     license_interval_s: float = 1.0  # how often the dongle is read and the license judged
     audit_log: Path | None = None  # where the controller audits its decisions (None: not)
+    heartbeat_key: bytes | None = None  # the sites' shared secret for heartbeats (None: none)
 
 
 class SiteProcess:
@@ -127,6 +128,7 @@ class SiteProcess:
             store_ok=self._store_ok,
             on_report=self._peer_report,
             monotonic=clock.monotonic,
+            key=s.heartbeat_key,
         )
         self.versions = SiteVersions(
             s.site,
