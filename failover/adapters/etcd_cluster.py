@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from failover.adapters.tls import TlsFiles
+
 T = TypeVar("T")
 
 HEARTBEAT_INTERVAL_MS = 100
@@ -78,6 +80,7 @@ class EtcdMember:
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     argv_prefix: tuple[str, ...] = ()
+    scheme: str = "http"  # https when the cluster serves its clients over TLS
 
     @property
     def endpoint(self) -> str:
@@ -86,7 +89,7 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -139,10 +142,13 @@ class EtcdCluster:
         binary: str | None = None,
         places: Sequence[MemberPlace] | None = None,
         probe_in: Callable[[Callable[[], Any]], Any] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         """``places``: one per member (``size`` is then their number), for members on
         addresses of their own; ``probe_in`` runs each health or status probe (e.g. inside
-        a network namespace: ``NamespaceThread.call``), default here in this thread."""
+        a network namespace: ``NamespaceThread.call``), default here in this thread.
+        ``tls``: serve clients over TLS with these files and demand client certificates
+        from the same CA (peers talk plain HTTP among themselves)."""
         if places is not None:
             size = len(places)
         if size < 1:
@@ -161,6 +167,8 @@ class EtcdCluster:
         self._token = f"bfm-{uuid.uuid4().hex[:12]}"
         self._places = list(places) if places is not None else None
         self._probe_in = probe_in
+        self.tls = tls
+        self._probe_tls = tls.client_context() if tls else None
         self.members: list[EtcdMember] = []
 
     # -- context manager -------------------------------------------------------------------
@@ -233,6 +241,7 @@ class EtcdCluster:
                     data_dir=directory / "data",
                     log_path=directory / "etcd.log",
                     argv_prefix=place.argv_prefix,
+                    scheme="https" if self.tls else "http",
                 )
             )
 
@@ -257,6 +266,17 @@ class EtcdCluster:
             "--pre-vote=true",
             "--logger=zap",
             "--log-level=warn",
+            *self._tls_flags(),
+        ]
+
+    def _tls_flags(self) -> builtins.list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--cert-file={self.tls.cert}",
+            f"--key-file={self.tls.key}",
+            f"--trusted-ca-file={self.tls.ca}",
+            "--client-cert-auth=true",
         ]
 
     def _spawn(self, member: EtcdMember) -> None:
@@ -309,7 +329,7 @@ class EtcdCluster:
     def _healthy_here(self, member: EtcdMember) -> bool:
         try:
             with urllib.request.urlopen(  # noqa: S310 - http URL built from our own ports
-                f"{member.client_url}/health", timeout=_PROBE_TIMEOUT_S
+                f"{member.client_url}/health", timeout=_PROBE_TIMEOUT_S, context=self._probe_tls
             ) as response:
                 return bool(json.loads(response.read()).get("health") == "true")
         except (OSError, ValueError, urllib.error.URLError):
@@ -336,7 +356,9 @@ class EtcdCluster:
             f"{member.client_url}/v3/maintenance/status", data=b"{}", method="POST"
         )
         try:
-            with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S) as response:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=_PROBE_TIMEOUT_S, context=self._probe_tls
+            ) as response:
                 status: dict[str, Any] = json.loads(response.read())
         except (OSError, ValueError, urllib.error.URLError):
             return None

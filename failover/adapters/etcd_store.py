@@ -49,6 +49,7 @@ import base64
 import builtins
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -125,6 +126,7 @@ class EtcdStore:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         poll_interval_s: float = POLL_INTERVAL_S,
         check_reachable: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("bfm: the etcd store needs at least one member host:port")
@@ -144,6 +146,7 @@ class EtcdStore:
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._poll_interval_s = poll_interval_s
+        self._tls = tls  # HTTPS to every member (BFM_ETCD_CA and friends: store_url)
         self._preferred = 0
         self._closed = threading.Event()
         if check_reachable:
@@ -196,7 +199,13 @@ class EtcdStore:
     def _one(
         self, host: str, port: int, path: str, payload: bytes | None, *, write: bool
     ) -> dict[str, Any]:
-        conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout_s)
+        conn = (
+            http.client.HTTPSConnection(
+                host, port, timeout=self._connect_timeout_s, context=self._tls
+            )
+            if self._tls is not None
+            else http.client.HTTPConnection(host, port, timeout=self._connect_timeout_s)
+        )
         try:
             try:
                 conn.connect()

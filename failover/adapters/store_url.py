@@ -38,6 +38,7 @@ from failover.adapters import kubernetes_objects as kube
 from failover.adapters.etcd_store import CONNECT_TIMEOUT_S, EtcdStore
 from failover.adapters.memory_store import MemoryStore
 from failover.adapters.sqlite_store import SqliteStore
+from failover.adapters.tls import TlsConfigError, etcd_tls_from_env
 from failover.ports import CoordinationStore
 
 if TYPE_CHECKING:
@@ -109,13 +110,18 @@ def _open_etcd(url: str, rest: str, request_timeout_s: float | None) -> Coordina
         raise StoreUrlError(
             f"bfm: the key prefix in the etcd store URL {url!r} must not start with '/'"
         )
+    try:
+        tls = etcd_tls_from_env(os.environ)  # BFM_ETCD_CA, _CERT, _KEY: HTTPS to the members
+    except TlsConfigError as err:
+        raise StoreUrlError(f"bfm: the etcd store {url!r}: {err}") from None
     if request_timeout_s is None:
-        return EtcdStore(endpoints, prefix=prefix)
+        return EtcdStore(endpoints, prefix=prefix, tls=tls)
     return EtcdStore(
         endpoints,
         prefix=prefix,
         request_timeout_s=request_timeout_s,
         connect_timeout_s=min(CONNECT_TIMEOUT_S, request_timeout_s / 2),
+        tls=tls,
     )
 
 

@@ -87,3 +87,35 @@ def tls_from_env(environ: Mapping[str, str]) -> TlsFiles | None:
 def wrap_client(conn: socket.socket, context: ssl.SSLContext | None, host: str) -> socket.socket:
     """``conn`` as the client of a TLS session with ``host`` (unchanged without TLS)."""
     return conn if context is None else context.wrap_socket(conn, server_hostname=host)
+
+
+ETCD_CA_ENV = "BFM_ETCD_CA"
+ETCD_CERT_ENV = "BFM_ETCD_CERT"
+ETCD_KEY_ENV = "BFM_ETCD_KEY"
+
+
+def etcd_tls_from_env(environ: Mapping[str, str]) -> ssl.SSLContext | None:
+    """HTTPS to etcd (as etcdctl's ``--cacert``/``--cert``/``--key``): ``BFM_ETCD_CA``
+    checks the members' certificates; ``BFM_ETCD_CERT`` with ``BFM_ETCD_KEY`` is the
+    client certificate a member with ``--client-cert-auth`` demands. None when none is
+    set; TlsConfigError naming what is wrong and the fix otherwise."""
+    ca, cert, key = (environ.get(n, "").strip() for n in (ETCD_CA_ENV, ETCD_CERT_ENV, ETCD_KEY_ENV))
+    if not (ca or cert or key):
+        return None
+    if not ca:
+        raise TlsConfigError(
+            f"{ETCD_CERT_ENV}/{ETCD_KEY_ENV} need {ETCD_CA_ENV} too (the CA of the etcd members)"
+        )
+    if bool(cert) != bool(key):
+        raise TlsConfigError(f"{ETCD_CERT_ENV} and {ETCD_KEY_ENV} go together: set both or none")
+    for name, value in ((ETCD_CA_ENV, ca), (ETCD_CERT_ENV, cert), (ETCD_KEY_ENV, key)):
+        if value and not Path(value).is_file():
+            raise TlsConfigError(f"{name}={value}: no such file")
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise TlsConfigError(f"the etcd TLS files are not usable ({err})") from None
+    return context
