@@ -125,7 +125,7 @@ class LiveDemo:
                     f"site a did not crash and return within {RETURN_CEILING_S:g} s"
                     f"{self.output_tail()}"
                 )
-            pid = self._site_pid("a")
+            pid = site_pid(self.run_dir, "a")
             if first_pid is None:
                 first_pid = pid
             elif not seen.crash_seen_s and pid != first_pid:
@@ -187,13 +187,12 @@ class LiveDemo:
             return False
         return {f"--site={site}".encode(), f"--run-dir={self.run_dir}".encode()} <= set(cmdline)
 
-    def _site_pid(self, site: str) -> int | None:
-        """The PID of the run's ``bfm site run --site=<site>`` process, if one runs."""
-        wanted = {b"site", b"run", f"--site={site}".encode(), f"--run-dir={self.run_dir}".encode()}
-        for proc in Path("/proc").iterdir():
-            with contextlib.suppress(OSError):
-                if proc.name.isdigit() and wanted <= set(
-                    (proc / "cmdline").read_bytes().split(b"\0")
-                ):
-                    return int(proc.name)
-        return None
+
+def site_pid(run_dir: Path, site: str) -> int | None:
+    """The PID of the ``bfm site run --site=<site>`` process of ``run_dir``, if one runs."""
+    wanted = {b"site", b"run", f"--site={site}".encode(), f"--run-dir={run_dir}".encode()}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and wanted <= set((proc / "cmdline").read_bytes().split(b"\0")):
+                return int(proc.name)
+    return None

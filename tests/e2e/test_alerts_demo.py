@@ -41,6 +41,7 @@ import pytest
 
 from failover.chaos.alerting import AlertStack, Notification, missing_packages
 from failover.chaos.demo import headless_command
+from failover.chaos.live_demo import site_pid
 
 pytestmark = pytest.mark.e2e
 
@@ -64,18 +65,6 @@ def _require_binaries() -> None:
 def _is_site_down_a(alert: dict[str, Any]) -> bool:
     labels = alert["labels"]
     return bool(labels.get("alertname") == "BfmSiteDown" and labels.get("site") == "a")
-
-
-def _site_pid(run_dir: Path, site: str) -> int | None:
-    """The PID of the run's ``bfm site run --site=<site>`` process, if one runs."""
-    wanted = {b"site", b"run", f"--site={site}".encode(), f"--run-dir={run_dir}".encode()}
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and wanted <= set((proc / "cmdline").read_bytes().split(b"\0")):
-                return int(proc.name)
-        except OSError:
-            continue  # ended meanwhile
-    return None
 
 
 @dataclass
@@ -134,7 +123,7 @@ class SiteReturnRun:
 
 def _follow_site_a(seen: SiteReturnRun) -> None:
     """Note when site a's process is first seen, when it dies and when another replaces it."""
-    pid = _site_pid(seen.run_dir, "a")
+    pid = site_pid(seen.run_dir, "a")
     if seen.site_pid is None:
         seen.site_pid = pid
     elif seen.crash_seen_s is None and pid != seen.site_pid:
