@@ -21,6 +21,8 @@ from failover.adapters.tls import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TlsFile
 
 VALID_FOR = dt.timedelta(days=7)
 KEY_MODE = 0o600
+HEARTBEAT_KEY_FILE = "heartbeat.key"
+HEARTBEAT_KEY_ENV = "BFM_HEARTBEAT_KEY_FILE"  # failover.runtime.heartbeats reads it
 
 
 def _name(common: str) -> x509.Name:
@@ -28,16 +30,18 @@ def _name(common: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return _write_secret(pem, path)
+
+
+def _write_secret(data: bytes, path: Path) -> Path:
+    """``data`` in ``path``, readable by its owner only (0600)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
     with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    os.chmod(path, KEY_MODE)
+        out.write(data)
+    os.chmod(path, KEY_MODE)  # O_TRUNC keeps an existing file's mode
     return path
 
 
@@ -45,7 +49,8 @@ def write_dev_pki(
     folder: Path, *, name: str = "bfm dev", addresses: Sequence[str] = ("127.0.0.1", "::1")
 ) -> TlsFiles:
     """``folder``/ca.pem, site.pem and site.key (0600): a fresh CA (P-256) and one
-    certificate for ``addresses`` that it signed, valid for a week."""
+    certificate for ``addresses`` that it signed, valid for a week; and heartbeat.key
+    (0600), the sites' shared heartbeat secret."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -79,21 +84,14 @@ def write_dev_pki(
     )
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "site.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_secret(secrets.token_hex(32).encode(), folder / HEARTBEAT_KEY_FILE)
     return TlsFiles(folder / "site.pem", _write_key(key, folder / "site.key"), folder / "ca.pem")
-
-
-HEARTBEAT_KEY_FILE = "heartbeat.key"
-HEARTBEAT_KEY_ENV = "BFM_HEARTBEAT_KEY_FILE"  # failover.runtime.heartbeats reads it
 
 
 def tls_env(files: TlsFiles) -> dict[str, str]:
     """The ``BFM_TLS_*`` variables naming ``files``, and ``BFM_HEARTBEAT_KEY_FILE`` naming
-    a fresh shared heartbeat secret beside them (0600)."""
+    the shared heartbeat secret ``write_dev_pki`` wrote beside them."""
     key = files.ca.parent / HEARTBEAT_KEY_FILE
-    if not key.exists():
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
     return {
         TLS_CERT_ENV: str(files.cert),
         TLS_KEY_ENV: str(files.key),
