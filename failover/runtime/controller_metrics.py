@@ -2,9 +2,13 @@
 
 Every replica exports, with component label ``controller``, ``bfm_controller_is_leader``,
 ``bfm_leader_present`` and its leader lease renewal times. The leader alone exports its
-view of the system (sites up, shards owned, epochs, failovers and hand-backs still to do)
-and of its decisions (counts, phase and detection and recovery times); it removes those
-series when it stops leading, so that only one replica ever exports them.
+view of the system (sites up, shards owned, epochs, failovers and hand-backs still to do),
+and removes those gauges when it stops leading, so that only one replica ever exports the
+view. What it decided and observed while leading (decision counts, phase, detection and
+recovery times: counters and histograms) it keeps exporting after it steps down: that is
+history, not a view, and removing it could lose a decision that Prometheus had not
+scraped yet (a leader that steps down in the round that committed a failover, when a
+slow round overran its renew deadline).
 
 ``LeaderMetrics`` is owned by a ``failover.runtime.controller.ControllerRuntime``, which
 calls it with what it saw and decided; it reads no store and no clock.
@@ -34,8 +38,6 @@ from failover.core.topology import Topology
 COMPONENT_LABEL = "controller"
 """The ``component`` label of what a controller replica exports about itself."""
 
-_Metric = Gauge | Counter | Histogram
-
 
 class LeaderMetrics:
     """One controller replica's metrics: its role (always), and the leader-only series,
@@ -46,8 +48,8 @@ class LeaderMetrics:
         # (site, component) -> when the component was seen to go down there (monotonic);
         # kept by every replica, so that a new leader can still tell the recovery time.
         self.down_since: dict[tuple[str, str], float] = {}
-        self._series: set[tuple[_Metric, tuple[str, ...]]] = set()
-        self._values: dict[tuple[_Metric, tuple[str, ...]], float] = {}
+        self._series: set[tuple[Gauge, tuple[str, ...]]] = set()
+        self._values: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         self._renewal_seconds = telemetry.LEASE_RENEWAL_SECONDS.labels(site, COMPONENT_LABEL)
         self._is_leader = telemetry.CONTROLLER_IS_LEADER.labels(site, COMPONENT_LABEL)
         self._leader_present = telemetry.LEADER_PRESENT.labels(site, COMPONENT_LABEL)
@@ -75,7 +77,8 @@ class LeaderMetrics:
         self._leader_present.set(float(present))
 
     def stop_leading(self) -> None:
-        """Remove the series only a leader exports."""
+        """Remove the view only a leader exports (its gauges; counters and histograms
+        stay)."""
         for metric, labels in self._series:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
@@ -164,11 +167,9 @@ class LeaderMetrics:
             self._series.add(key)
 
     def inc(self, counter: Counter, *labels: str) -> None:
-        """Count in a leader-only counter."""
+        """Count something decided while leading (kept after stepping down)."""
         counter.labels(*labels).inc()
-        self._series.add((counter, labels))
 
     def observe(self, histogram: Histogram, value: float, *labels: str) -> None:
-        """Observe in a leader-only histogram."""
+        """Observe something timed while leading (kept after stepping down)."""
         histogram.labels(*labels).observe(value)
-        self._series.add((histogram, labels))

@@ -351,9 +351,13 @@ def test_a_failover_that_cannot_happen_stays_in_progress(system: System) -> None
     assert sample("bfm_shards_owned", site="b", component="eep") == 4.0
 
 
-def test_a_replica_that_stops_leading_removes_the_leader_series(system: System) -> None:
+def test_a_replica_that_stops_leading_removes_the_view_and_keeps_the_history(
+    system: System,
+) -> None:
     system.run(0.5)
     assert sample("bfm_shards_owned", site="a", component="eap") == 2.0
+    decided = sample("bfm_failovers_total", site="w", component="eap", kind="initial")
+    assert decided
     system.controller_store.down = True
     system.run(TIMING.renew_deadline_s + 0.5)
     assert sample("bfm_controller_is_leader", site="w", component="controller") == 0.0
@@ -362,9 +366,10 @@ def test_a_replica_that_stops_leading_removes_the_leader_series(system: System) 
         ("bfm_epoch_max", {"site": "w", "component": "eap"}),
         ("bfm_site_up", {"site": "a", "component": "controller"}),
         ("bfm_handback_pending_shards", {"site": "a", "component": "eap"}),
-        ("bfm_failovers_total", {"site": "w", "component": "eap", "kind": "initial"}),
     ]:
         assert REGISTRY.get_sample_value(name, labels) is None, name
+    # What it decided stays: a decision must not vanish before Prometheus scrapes it.
+    assert sample("bfm_failovers_total", site="w", component="eap", kind="initial") == decided
     system.controller_store.down = False
     system.run(TIMING.lease_duration_s + 1.0)  # it leads again and exports again
     assert sample("bfm_controller_is_leader", site="w", component="controller") == 1.0
