@@ -293,3 +293,34 @@ class Platform(Protocol):
     def close(self) -> None:
         """Stop every instance this platform started; later starts raise PlatformError."""
         ...
+
+
+@dataclass(frozen=True)
+class SiteNodes:
+    """A site's nodes as the platform sees them, for isolating a dead site."""
+
+    site: str
+    nodes: int
+    up: int  # seen alive by the platform itself (Kubernetes: Ready, node Lease renewed)
+    isolated: int  # carrying the out-of-service mark (Kubernetes: the out-of-service taint)
+
+
+@runtime_checkable
+class NodeIsolation(Protocol):
+    """Marks a dead site's nodes out of service, so that the platform releases what they
+    held (Kubernetes: the ``node.kubernetes.io/out-of-service`` taint force-deletes their
+    pods and detaches their volumes), and takes the mark off when they are back.
+
+    ``failover.runtime.site_isolation`` decides when; errors are ``PlatformError``."""
+
+    def site_nodes(self) -> builtins.list[SiteNodes]:
+        """Every site with nodes, sorted by site."""
+        ...
+
+    def isolate(self, site: str) -> builtins.list[str]:
+        """Mark every node of ``site``; the names of those that were not marked yet."""
+        ...
+
+    def release(self, site: str) -> builtins.list[str]:
+        """Unmark every node of ``site``; the names of those that were marked."""
+        ...

@@ -7,8 +7,9 @@ send nothing outside the list: the Kubernetes API double records every request d
 store contract tests and ``tests/unit/test_kubernetes_store.py`` compares (see
 ``docs/kubernetes.md``).
 
-Only the store (:mod:`failover.adapters.kubernetes_store`) is built so far; the platform
-adapter adds its rows (nodes, pods, evictions, ...) when it is written.
+Three kinds of grant: a Role in BFM's namespace (``namespaced`` and ``namespace`` ""), a
+Role in another namespace (the node Leases in ``kube-node-lease``), and a ClusterRole for
+cluster-scoped resources (Nodes).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ class ApiUse:
     group: str  # "" for the core group
     resource: str  # the plural resource name, as RBAC and URLs spell it
     verbs: tuple[str, ...]  # RBAC verbs: get, list, watch, create, update, patch, delete
-    namespaced: bool  # True: a Role in BFM's namespace grants it; False: a ClusterRole
+    namespaced: bool  # True: a Role grants it; False: a ClusterRole (cluster-scoped)
     used_by: str  # the module that sends these requests
     why: str
+    namespace: str = ""  # the Role's namespace: "" is BFM's own
 
     @property
     def group_resource(self) -> str:
@@ -39,6 +41,9 @@ class ApiUse:
 
 # Verbs in the order RBAC documents them; kept sorted that way so diffs stay small.
 _STORE_VERBS = ("get", "list", "create", "update", "delete")
+STORE_MODULE = "failover.adapters.kubernetes_store"
+PLATFORM_MODULE = "failover.adapters.kubernetes_platform"
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 KUBERNETES_API_USE: tuple[ApiUse, ...] = (
     ApiUse(
@@ -46,7 +51,7 @@ KUBERNETES_API_USE: tuple[ApiUse, ...] = (
         resource="leases",
         verbs=_STORE_VERBS,
         namespaced=True,
-        used_by="failover.adapters.kubernetes_store",
+        used_by=STORE_MODULE,
         why="the controllers' leader lease and each site's lease, one Lease per key",
     ),
     ApiUse(
@@ -54,27 +59,69 @@ KUBERNETES_API_USE: tuple[ApiUse, ...] = (
         resource="configmaps",
         verbs=_STORE_VERBS,
         namespaced=True,
-        used_by="failover.adapters.kubernetes_store",
+        used_by=STORE_MODULE,
         why="every other store document (ownership, policy, events, ...), one ConfigMap per key",
+    ),
+    ApiUse(
+        group=CORE_GROUP,
+        resource="pods",
+        verbs=("get", "list", "create", "patch", "delete"),
+        namespaced=True,
+        used_by=PLATFORM_MODULE,
+        why="one bare pod per component instance; patch: the serving label (routing)",
+    ),
+    ApiUse(
+        group=CORE_GROUP,
+        resource="pods/eviction",
+        verbs=("create",),
+        namespaced=True,
+        used_by=PLATFORM_MODULE,
+        why="version changes and site drains evict, so PodDisruptionBudgets are respected",
+    ),
+    ApiUse(
+        group=CORE_GROUP,
+        resource="nodes",
+        verbs=("get", "list", "patch"),
+        namespaced=False,
+        used_by=PLATFORM_MODULE,
+        why="sites from zone labels, Ready conditions; patch: the out-of-service taint, cordon",
+    ),
+    ApiUse(
+        group=COORDINATION_GROUP,
+        resource="leases",
+        verbs=("list",),
+        namespaced=True,
+        used_by=PLATFORM_MODULE,
+        why="the kubelets' node Leases: a node whose Lease stops changing is unreachable",
+        namespace=NODE_LEASE_NAMESPACE,
     ),
 )
 
 
-def allowed(group: str, resource: str, verb: str, *, namespaced: bool = True) -> bool:
-    """Whether ``verb`` on ``resource`` of ``group`` is in ``KUBERNETES_API_USE``."""
+def allowed(
+    group: str, resource: str, verb: str, *, namespaced: bool = True, namespace: str = ""
+) -> bool:
+    """Whether ``verb`` on ``resource`` of ``group`` is in ``KUBERNETES_API_USE`` (in
+    ``namespace``, "" for BFM's own, when ``namespaced``)."""
     return any(
         use.group == group
         and use.resource == resource
         and verb in use.verbs
         and use.namespaced == namespaced
+        and (not namespaced or use.namespace == namespace)
         for use in KUBERNETES_API_USE
     )
 
 
-def role_rules(*, namespaced: bool = True) -> list[dict[str, Any]]:
-    """The ``rules`` of a Role (``namespaced``) or ClusterRole granting exactly the list."""
+def role_rules(
+    *, namespaced: bool = True, namespace: str = "", used_by: str | None = None
+) -> list[dict[str, Any]]:
+    """The ``rules`` of a Role in ``namespace`` ("" BFM's own; ``namespaced``) or of the
+    ClusterRole, granting exactly the list (of one module, with ``used_by``)."""
     return [
         {"apiGroups": [use.group], "resources": [use.resource], "verbs": list(use.verbs)}
         for use in KUBERNETES_API_USE
         if use.namespaced == namespaced
+        and (not namespaced or use.namespace == namespace)
+        and used_by in (None, use.used_by)
     ]

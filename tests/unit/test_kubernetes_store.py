@@ -24,7 +24,12 @@ from kubernetes import client
 from support.kube_double import ApiRequest, Fault, KubeApiDouble
 
 from failover.adapters import kubernetes_objects as objects
-from failover.adapters.kubernetes_rbac import KUBERNETES_API_USE, allowed, role_rules
+from failover.adapters.kubernetes_rbac import (
+    KUBERNETES_API_USE,
+    STORE_MODULE,
+    allowed,
+    role_rules,
+)
 from failover.adapters.kubernetes_store import KubernetesStore
 from failover.ports import Conflict, CoordinationStore, OutcomeUnknown, StoreUnavailable
 from failover.runtime.documents import (
@@ -378,14 +383,19 @@ def test_the_store_uses_exactly_the_verbs_and_resources_in_the_rbac_list(
     store.wait_for_change("", {}, timeout_s=0)
     store.close()
     used = _uses(double.requests()[before:])
-    listed = {(v, u.group, u.resource) for u in KUBERNETES_API_USE for v in u.verbs}
+    listed = {
+        (v, u.group, u.resource)
+        for u in KUBERNETES_API_USE
+        if u.used_by == STORE_MODULE
+        for v in u.verbs
+    }
     assert used == listed  # nothing outside the list, and nothing in it unused
     assert all(allowed(group or "", resource or "", verb) for verb, group, resource in used)
     assert not allowed("", "configmaps", "patch")
 
 
 def test_the_rbac_list_renders_as_role_rules() -> None:
-    assert role_rules() == [
+    assert role_rules(used_by=STORE_MODULE) == [
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
@@ -397,7 +407,13 @@ def test_the_rbac_list_renders_as_role_rules() -> None:
             "verbs": ["get", "list", "create", "update", "delete"],
         },
     ]
-    assert role_rules(namespaced=False) == []
+    assert role_rules(namespaced=False, used_by=STORE_MODULE) == []
+    assert role_rules(namespaced=False) == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
+    ]
+    assert role_rules(namespace="kube-node-lease") == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]}
+    ]
 
 
 # --- the double itself -----------------------------------------------------------------------
