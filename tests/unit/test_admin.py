@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from small_system import SmallSystem
-from test_runtime import COMPONENTS, SHARDS, WORKERS, Cluster, Commit, started
+from support.runtime_cluster import COMPONENTS, SHARDS, WORKERS, Cluster, Commit, started
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.memory_store import MemoryStore

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.runtime_cluster import COMPONENTS, SHARDS, Cluster, started
 from test_controller import (
     ALL,
     EVEN,
@@ -26,7 +27,6 @@ from test_controller import (
     view,
     views,
 )
-from test_runtime import COMPONENTS, SHARDS, Cluster, started
 
 from failover.adapters.memory_store import MemoryStore
 from failover.core.controller import (
