@@ -24,12 +24,13 @@ from failover.core.fencing import Ownership
 from failover.core.quorum import LeaseTiming
 from failover.core.topology import Topology, default_topology
 from failover.core.versions import ComponentHealth
-from failover.ports import Clock, CoordinationStore, Dongle
+from failover.ports import Clock, CoordinationStore, Dongle, NodeIsolation
 from failover.runtime.controller import ControllerRuntime
 from failover.runtime.grants import publish
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
 from failover.runtime.license_keeper import DonglePublisher, LicenseKeeper, LicensePolicy
 from failover.runtime.site_agent import SiteAgentRuntime
+from failover.runtime.site_isolation import SiteIsolation
 from failover.runtime.site_versions import EXIT_REBOOT, SiteVersions
 from failover.runtime.supervisor import Supervisor
 from failover.runtime.update_runner import UpdateRunner
@@ -75,13 +76,16 @@ class SiteProcess:
         health: Callable[[str], ComponentHealth | None] = lambda component: None,
         items_file: Path | None = None,
         dongle: Dongle | None = None,
+        isolation: NodeIsolation | None = None,
     ) -> None:
         """``controller_store``: the store as the controller replica reaches it (default
         ``store``; the site entry point passes a second ``InstrumentedStore`` around the
         same store, so each side's requests are measured under its own label).
         ``health``: a component's last reported version and counters (its liveness ping);
         ``items_file``: where the site's installed OS and cluster versions are kept.
-        ``dongle``: this site's license dongle (published when licensing is configured)."""
+        ``dongle``: this site's license dongle (published when licensing is configured).
+        ``isolation``: the platform's out-of-service marks of a dead site's nodes
+        (``failover.runtime.site_isolation``), applied while this replica leads."""
         self.settings = settings
         self.supervisor = supervisor
         self._serving: bool | None = None  # as last routed through the platform
@@ -142,6 +146,17 @@ class SiteProcess:
             items_file=items_file,
         )
         self.updates = UpdateRunner(controller_store or store, topology=s.topology, clock=clock)
+        self.isolation = (
+            SiteIsolation(
+                isolation,
+                store=controller_store or store,
+                topology=s.topology,
+                clock=clock,
+                audit=self.controller.audit,
+            )
+            if isolation is not None
+            else None
+        )
         self.dongle = (
             DonglePublisher(store, dongle, site=s.site, clock=clock)
             if dongle is not None and s.license is not None
@@ -295,6 +310,8 @@ class SiteProcess:
         leading = self.controller.leading(self.clock.monotonic())
         if leading:
             self.updates.tick()
+            if self.isolation is not None:
+                self.isolation.tick(self.controller)
         if leading != self._was_leading:
             self._was_leading = leading
             what = "became the leader" if leading else "is no longer the leader"
