@@ -68,6 +68,7 @@ CONNECT_TIMEOUT_S = 1.0
 POLL_INTERVAL_S = 0.05  # while waiting for a pod to go
 GONE_MARGIN_S = 10.0  # after a forced delete: the kubelet's last word
 CONFLICT_RETRIES = 5
+USER_AGENT = "bfm-platform"
 
 
 class _Missing(Exception):
@@ -133,6 +134,7 @@ class KubernetesPlatform:
         self._host = str(own.host)
         self._timeouts_s = (CONNECT_TIMEOUT_S, request_timeout_s)
         api = client.ApiClient(own)
+        api.user_agent = USER_AGENT  # kube-apiserver's audit log names who asked
         self._core = client.CoreV1Api(api)
         self._coordination = client.CoordinationV1Api(api)
         self._lock = threading.RLock()
@@ -491,10 +493,13 @@ class KubernetesPlatform:
                     ) from None
             time.sleep(POLL_INTERVAL_S * 4)
 
+    def _nodes(self) -> list[dict[str, Any]]:
+        items = self._send("list nodes", self._core.list_node).get("items") or []
+        return [n for n in items if isinstance(n, dict)]
+
     def _site_nodes(self, site: str) -> list[dict[str, Any]]:
         self._check_site(site)
-        nodes = self._send("list nodes", self._core.list_node).get("items") or []
-        return [n for n in nodes if pods.node_site(n) == site]
+        return [n for n in self._nodes() if pods.node_site(n) == site]
 
     def _taint(self, site: str, *, present: bool) -> list[str]:
         changed = []
@@ -530,10 +535,10 @@ class KubernetesPlatform:
                 self._send("patch a node", self._core.patch_node, name, body)
                 return True
             except _Refused:
-                try:
-                    node = self._send("read a node", self._core.read_node, name)
-                except _Missing:
+                again = [n for n in self._nodes() if n["metadata"]["name"] == name]
+                if not again:
                     return False
+                node = again[0]
             except _Missing:
                 return False
         raise PlatformError(

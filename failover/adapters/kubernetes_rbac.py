@@ -81,7 +81,7 @@ KUBERNETES_API_USE: tuple[ApiUse, ...] = (
     ApiUse(
         group=CORE_GROUP,
         resource="nodes",
-        verbs=("get", "list", "patch"),
+        verbs=("list", "patch"),
         namespaced=False,
         used_by=PLATFORM_MODULE,
         why="sites from zone labels, Ready conditions; patch: the out-of-service taint, cordon",

@@ -64,6 +64,7 @@ from failover.ports import Conflict, JsonDoc, OutcomeUnknown, StoreUnavailable, 
 REQUEST_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 1.0  # TCP and TLS handshake
 POLL_INTERVAL_S = 0.2
+USER_AGENT = "bfm-store"
 
 
 def _usable_key(key: object) -> bool:
@@ -137,6 +138,7 @@ class KubernetesStore:
         self._poll_interval_s = poll_interval_s
         self._closed = threading.Event()
         self._api = client.ApiClient(own)
+        self._api.user_agent = USER_AGENT  # kube-apiserver's audit log names who asked
         core, coordination = client.CoreV1Api(self._api), client.CoordinationV1Api(self._api)
         leases = _Calls(
             coordination.read_namespaced_lease,

@@ -409,7 +409,7 @@ def test_the_rbac_list_renders_as_role_rules() -> None:
     ]
     assert role_rules(namespaced=False, used_by=STORE_MODULE) == []
     assert role_rules(namespaced=False) == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "patch"]}
     ]
     assert role_rules(namespace="kube-node-lease") == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list"]}

@@ -1,11 +1,15 @@
 """Contract tests every Platform passes (the ``Platform`` docstring in ``failover.ports``).
 
 The ``harness`` fixture runs each contract test once per entry of ``PLATFORM_FACTORIES``:
-only the local platform (real subprocesses) now; the Kubernetes platform joins later by
-adding one factory there, whose harness kills a pod, tells whether it is gone, pings
-its component and reads the version the pod was started with. Tests of the local
-platform's own behaviour (its instances file, its children dying with their parent, its
-changes of one instance taking turns) sit in the clearly marked section at the end.
+the local platform (real subprocesses) and the Kubernetes platform, whose pods are run
+by the Kubernetes API double (``tests/support/kube_double.py``, a double: no API server
+can be installed here) and its kubelet double (``tests/support/kubelet_double.py``), which
+runs each scheduled pod's container as a real local process of the same component. Each
+harness kills an instance from outside (kill -9 of the process; for a pod, of its
+container's process, as a crash), pauses it, tells whether it is gone, pings its
+component and reads the version it was started with. Tests of the local platform's own
+behaviour (its instances file, its children dying with their parent, its changes of one
+instance taking turns) sit in the clearly marked section at the end.
 
 Real processes: waits are bounded by generous ceilings that only catch hangs.
 """
@@ -24,8 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support.kube_double import KubeApiDouble
+from support.kubelet_double import KubeletDouble
 
 from failover.adapters import local_platform
+from failover.adapters.kubernetes_platform import KubernetesPlatform
+from failover.adapters.kubernetes_pods import NODE_LEASE_NAMESPACE, PodTemplate
 from failover.adapters.local_platform import LocalPlatform, read_instances
 from failover.core.topology import default_topology
 from failover.core.versions import DEFAULT_VERSION
@@ -44,10 +54,12 @@ class Harness:
     """A platform under test and what the test needs to act on its instances from outside."""
 
     platform: Platform
-    kill: Callable[[Instance], None]  # kill -9 (a pod: delete with grace period 0)
-    gone: Callable[[Instance], bool]  # its process (pod) no longer exists
+    kill: Callable[[Instance], None]  # kill -9 (a pod: of its container's process)
+    pause: Callable[[Instance], None]  # SIGSTOP (a pod: its container's process)
+    gone: Callable[[Instance], bool]  # its process (pod, and the pod's process) is gone
     answers: Callable[[str, str], bool]  # the component answers a ping at its address
     started_at: Callable[[Instance], str | None]  # the version its process (pod) was given
+    stop: Callable[[], None] = lambda: None  # after the platform was closed
 
 
 def process_gone(pid: int | None) -> bool:
@@ -82,24 +94,97 @@ def _local(tmp_path: Path) -> Harness:
     run_dir = make_run_dir(tmp_path)
     endpoints = Endpoints.load(run_dir)
 
-    def kill(instance: Instance) -> None:
-        assert instance.pid is not None
-        os.kill(instance.pid, signal.SIGKILL)
+    def signal_to(signum: int) -> Callable[[Instance], None]:
+        def send(instance: Instance) -> None:
+            assert instance.pid is not None
+            os.kill(instance.pid, signum)
+
+        return send
 
     def answers(site: str, component: str) -> bool:
         return ping(endpoints.sites[site].modules[component], timeout_s=1.0)
 
     return Harness(
         LocalPlatform(run_dir, TOPOLOGY),
-        kill,
+        signal_to(signal.SIGKILL),
+        signal_to(signal.SIGSTOP),
         lambda i: process_gone(i.pid),
         answers,
         lambda i: started_version(i.pid),
     )
 
 
-# One entry per platform; the key is the pytest id. Kubernetes joins here later.
-PLATFORM_FACTORIES: dict[str, Callable[[Path], Harness]] = {"local": _local}
+def _kubernetes(tmp_path: Path) -> Harness:
+    run_dir = make_run_dir(tmp_path)
+    endpoints = Endpoints.load(run_dir)
+    double = KubeApiDouble().start()
+    for namespace in ("bfm", NODE_LEASE_NAMESPACE):
+        double.add_namespace(namespace)
+    for site in TOPOLOGY.site_names:
+        double.add_node(f"node-{site}", site.upper(), control_plane=site == "w")
+    kubelet = KubeletDouble(double, "bfm").start()
+    template = PodTemplate(platform="contract", extra_args=(f"--run-dir={run_dir}",))
+    platform = KubernetesPlatform(
+        double.configuration(), TOPOLOGY, namespace="bfm", template=template
+    )
+    core = client.CoreV1Api(client.ApiClient(double.configuration()))
+    wait_until(  # the kubelets have written their node Leases
+        lambda: all(f.reachable for f in platform.sites()),
+        "every node Ready with its node Lease",
+        ceiling_s=CEILING_S,
+    )
+
+    def running_pid(instance: Instance) -> int:
+        wait_until(
+            lambda: kubelet.pid(instance.instance_id) is not None,
+            f"pod {instance.instance_id} runs",
+            ceiling_s=CEILING_S,
+        )
+        pid = kubelet.pid(instance.instance_id)
+        assert pid is not None
+        return pid
+
+    def pod_exists(name: str) -> bool:
+        try:
+            core.read_namespaced_pod(name, "bfm")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def started_at(instance: Instance) -> str | None:
+        try:
+            pod = core.read_namespaced_pod(instance.instance_id, "bfm")
+        except ApiException:
+            return None
+        args = pod.spec.containers[0].args or []
+        given = [a[len("--version=") :] for a in args if a.startswith("--version=")]
+        return given[-1] if given else None
+
+    def answers(site: str, component: str) -> bool:
+        return ping(endpoints.sites[site].modules[component], timeout_s=1.0)
+
+    def stop() -> None:
+        kubelet.stop()
+        double.stop()
+
+    return Harness(
+        platform,
+        lambda i: os.kill(running_pid(i), signal.SIGKILL),
+        lambda i: os.kill(running_pid(i), signal.SIGSTOP),
+        lambda i: not pod_exists(i.instance_id) and kubelet.processes_gone(i.instance_id),
+        answers,
+        started_at,
+        stop,
+    )
+
+
+# One entry per platform; the key is the pytest id.
+PLATFORM_FACTORIES: dict[str, Callable[[Path], Harness]] = {
+    "local": _local,
+    "kubernetes": _kubernetes,
+}
 
 
 @pytest.fixture(params=list(PLATFORM_FACTORIES))
@@ -108,7 +193,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     try:
         yield made
     finally:
-        made.platform.close()
+        try:
+            made.platform.close()
+        finally:
+            made.stop()
 
 
 def exited(h: Harness, site: str, component: str) -> Instance:
@@ -210,8 +298,7 @@ def test_stop_stops_it_and_the_process_is_gone(harness: Harness) -> None:
 def test_stop_of_a_paused_instance_still_stops_it(harness: Harness) -> None:
     started = harness.platform.start("a", "eap")
     running_and_answering(harness, "a", "eap")
-    assert started.pid is not None
-    os.kill(started.pid, signal.SIGSTOP)  # the local harness's pause; a pod is frozen alike
+    harness.pause(started)
     assert harness.platform.stop("a", "eap").state is InstanceState.STOPPED
     assert harness.gone(started)
 
