@@ -310,14 +310,14 @@ class LocalPlatform:
     def instance(self, site: str, component: str) -> Instance:
         self._slot(site, component)
         with self._lock:
-            self._publish(site)
-            return self._instance(site, component)
+            return self._publish_one(site, component)
 
     def instances(self, site: str) -> list[Instance]:
         with self._lock:
             self._check_managed(site)
-            self._publish(site)
-            return self._instances(site)
+            listed = self._instances(site)
+            self._publish(site)  # after: the file is never older than what is returned
+            return listed
 
     # --- routing and facts -----------------------------------------------------------
 
@@ -437,8 +437,11 @@ class LocalPlatform:
         return [self._instance(site, c) for c in sorted(self.topology.components)]
 
     def _publish_one(self, site: str, component: str) -> Instance:
+        """The instance as it is now, and the file written after that: a child's exit seen
+        here is in the file too (``poll`` never goes back from exited to running)."""
+        instance = self._instance(site, component)
         self._publish(site)
-        return self._instance(site, component)
+        return instance
 
     def _publish(self, site: str) -> None:
         """Rewrite ``instances-<site>.json`` if anything in it changed."""
