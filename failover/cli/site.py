@@ -64,6 +64,15 @@ def run(
             "default: <run dir>/license when it exists, else licensing is off.",
         ),
     ] = None,
+    platform: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BFM_PLATFORM",
+            help="Run the components as pods: kubernetes://NAMESPACE[?context=NAME]"
+            "[&image=REPOSITORY][&name=NAME] (docs/kubernetes.md); the leader also "
+            "isolates a dead site's nodes. Default: local processes (with --run-dir).",
+        ),
+    ] = None,
 ) -> None:
     """Run one site until SIGTERM/SIGINT (or --duration); logs JSON lines on stderr."""
     from failover.adapters.store_url import StoreUrlError, open_store
@@ -77,6 +86,7 @@ def run(
     from failover.telemetry import configure_process, shutdown_process
 
     site = site.lower()
+    _check_platform(platform)
     probes = None
     components_dir = None  # a worker site of a run directory runs its own components
     if run_dir is not None:
@@ -136,6 +146,7 @@ def run(
             components_dir,
             items_file,
             licensing[1] if licensing else None,
+            platform,
         )
     finally:
         coordination.close()
@@ -224,10 +235,12 @@ def _run_until_stopped(
     components_dir: Path | None,
     items_file: Path | None = None,
     dongle: Any = None,
+    platform_url: str | None = None,
 ) -> int:
     """Run the site; with ``components_dir`` it also starts and supervises its components,
-    at the versions the rolling update wants (``update/desired/<site>``). The exit code:
-    0, or ``EXIT_REBOOT`` after an OS update."""
+    at the versions the rolling update wants (``update/desired/<site>``), as local
+    processes, or as pods with a Kubernetes ``platform_url`` (whose leader also isolates
+    dead sites' nodes). The exit code: 0, or ``EXIT_REBOOT`` after an OS update."""
     from failover.adapters.local_platform import LocalPlatform
     from failover.adapters.system_clock import SystemClock
     from failover.runtime.instrumented_store import InstrumentedStore
@@ -239,7 +252,13 @@ def _run_until_stopped(
     agent_store = InstrumentedStore(store, site=settings.site, component="agent")
     controller_store = InstrumentedStore(store, site=settings.site, component="controller")
     supervisor = None
-    if components_dir is not None:
+    isolation = None
+    if platform_url is not None:
+        pods = _kubernetes_platform(platform_url, settings, store, components_dir, clock)
+        isolation = pods
+        if settings.topology.is_worker(settings.site):
+            supervisor = Supervisor(pods, settings.site, clock=clock, store=agent_store)
+    elif components_dir is not None:
         platform = LocalPlatform(
             components_dir,
             settings.topology,
@@ -260,6 +279,7 @@ def _run_until_stopped(
         health=probes.health if probes is not None else (lambda component: None),
         items_file=items_file,
         dongle=dongle,
+        isolation=isolation,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())
@@ -277,6 +297,41 @@ def _run_until_stopped(
         if probes is not None:
             probes.stop()
     return process.exit_code
+
+
+def _check_platform(url: str | None) -> None:
+    """A usage error (exit 2) for a malformed ``--platform``, before anything starts."""
+    from failover.adapters.platform_url import parse_platform_url
+    from failover.adapters.store_url import StoreUrlError
+
+    if url is None:
+        return
+    try:
+        parse_platform_url(url)
+    except StoreUrlError as err:
+        raise UsageError(f"--platform: {str(err).removeprefix('bfm: ')}") from None
+
+
+def _kubernetes_platform(
+    url: str, settings: Any, store: Any, components_dir: Path | None, clock: Any
+) -> Any:
+    """The Kubernetes platform of ``--platform``: a worker site's components as pods (given
+    the run directory, when there is one), a witness's only for isolating nodes."""
+    from failover.adapters.platform_url import open_platform
+    from failover.adapters.store_url import StoreUrlError
+
+    worker = settings.topology.is_worker(settings.site)
+    try:
+        return open_platform(
+            url,
+            settings.topology,
+            sites=(settings.site,) if worker else (),
+            clock=clock,
+            extra_args=(f"--run-dir={components_dir}",) if components_dir else (),
+            versions=_desired_versions(store, settings.site) if worker else None,
+        )
+    except StoreUrlError as err:
+        raise UsageError(f"--platform: {str(err).removeprefix('bfm: ')}") from None
 
 
 def _desired_versions(store: Any, site: str) -> dict[str, str]:

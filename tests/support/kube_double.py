@@ -97,11 +97,13 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
 import kmock
+import yaml
 from kubernetes import client
 
 from support import kube_rules as rules
@@ -779,3 +781,24 @@ class KubeApiDouble:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
+    """A kubeconfig with one context (and cluster) per name -> API server URL, ``current``
+    the current context; the double checks no credentials, so the token is a placeholder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": n, "cluster": {"server": s}} for n, s in servers.items()],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [
+                    {"name": n, "context": {"cluster": n, "user": "tester"}} for n in servers
+                ],
+                "current-context": current,
+            }
+        )
+    )
+    return path

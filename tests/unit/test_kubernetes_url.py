@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes.config import incluster_config
 from small_system import SmallSystem
-from support.kube_double import KubeApiDouble
+from support.kube_double import KubeApiDouble, write_kubeconfig
 
 from failover.adapters import kubernetes_objects as objects
 from failover.adapters.fake_clock import FakeClock
@@ -58,24 +57,6 @@ def _value(store: CoordinationStore, key: str) -> Any:
     return None if got is None else got.value
 
 
-def _kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": n, "cluster": {"server": s}} for n, s in servers.items()],
-                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
-                "contexts": [
-                    {"name": n, "context": {"cluster": n, "user": "tester"}} for n in servers
-                ],
-                "current-context": current,
-            }
-        )
-    )
-    return path
-
-
 @pytest.fixture
 def no_cluster_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Neither a pod's service account nor a kubeconfig: HOME is an empty directory."""
@@ -99,7 +80,7 @@ def test_the_runtime_runs_on_it_and_bfm_status_reads_it_by_url(
     assert _object(double, namespace, lease_key("a"))["kind"] == "Lease"
     store.close()
     (no_cluster_env / ".kube").mkdir()
-    _kubeconfig(no_cluster_env / ".kube" / "config", {"double": double.url}, "double")
+    write_kubeconfig(no_cluster_env / ".kube" / "config", {"double": double.url}, "double")
     assert run(["status", f"--store=kubernetes://{namespace}", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["leader"]["site"] == "w"
@@ -112,7 +93,7 @@ def test_open_store_uses_the_kubeconfig_and_its_context(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     dead = f"http://127.0.0.1:{_free_port()}"
     context = "arn:aws:eks:eu-1:1:cluster/double"  # the shape of an EKS context name
-    config = _kubeconfig(tmp_path / "kc", {"dead": dead, context: double.url}, "dead")
+    config = write_kubeconfig(tmp_path / "kc", {"dead": dead, context: double.url}, "dead")
     monkeypatch.setenv("KUBECONFIG", str(config))
     url = f"kubernetes://{namespace}?context=arn%3Aaws%3Aeks%3Aeu-1%3A1%3Acluster%2Fdouble"
     store = open_store(url)
@@ -160,7 +141,7 @@ def test_open_store_prefers_the_pods_service_account(
     port = double.url.rsplit(":", 1)[1]
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
-    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", {"d": double.url}, "d")))
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kc", {"d": double.url}, "d")))
     # In-cluster means HTTPS to the service address; the double speaks plain HTTP, so the
     # failure shows which configuration was chosen.
     with pytest.raises(StoreUnavailable, match=f"https://127.0.0.1:{port}"):
