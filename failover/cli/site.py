@@ -281,6 +281,8 @@ def _run_until_stopped(
         dongle=dongle,
         isolation=isolation,
     )
+    if isolation is not None:
+        isolation.heartbeats = process.heard  # the platform's site facts hear them too
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: process.request_stop())
     process.start()

@@ -24,6 +24,7 @@ from support.kube_double import KubeApiDouble, write_kubeconfig
 from failover.adapters import kubernetes_objects as objects
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.kubernetes_store import KubernetesStore
+from failover.adapters.platform_url import parse_platform_url
 from failover.adapters.store_url import StoreUrlError, open_store
 from failover.cli.main import run
 from failover.core.topology import default_topology
@@ -173,5 +174,57 @@ def test_bfm_status_on_a_kubernetes_url_without_a_cluster_is_a_usage_error(
     no_cluster_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(["status", "--store=kubernetes://bfm"]) == 2
+    err = capsys.readouterr().err
+    assert "KUBECONFIG" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("local", "unknown platform"),
+        ("kubernetes://", "must name one namespace"),
+        ("kubernetes://a/b", "must name one namespace"),
+        ("kubernetes://Bad_NS", "bad namespace"),
+        ("kubernetes://bfm?zone=a", "unknown option 'zone'"),
+        ("kubernetes://bfm?image=", "is empty"),
+        ("kubernetes://bfm?name=x&name=y", "given twice"),
+        ("kubernetes://bfm?name=Bad_Name", "bad name"),
+    ],
+)
+def test_malformed_platform_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(StoreUrlError, match=re.escape(says)):
+        parse_platform_url(url)
+
+
+def test_a_platform_url_names_namespace_and_options() -> None:
+    assert parse_platform_url("kubernetes://bfm?context=c1&image=r.example/bfm&name=two") == (
+        "bfm",
+        {"context": "c1", "image": "r.example/bfm", "name": "two"},
+    )
+
+
+def test_bfm_site_run_with_a_bad_platform_is_a_usage_error_before_starting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = run(["site", "run", "--site=a", "--store=memory://", "--platform=kubernetes://a/b"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--platform" in err and "namespace" in err and "Traceback" not in err
+
+
+def test_bfm_site_run_on_the_kubernetes_platform_without_a_cluster_names_the_fix(
+    no_cluster_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(
+        [
+            "site",
+            "run",
+            "--site=w",
+            "--store=memory://",
+            "--platform=kubernetes://bfm",
+            "--duration=1s",
+        ]
+    )
+    assert code == 2
     err = capsys.readouterr().err
     assert "KUBECONFIG" in err and "Traceback" not in err

@@ -76,3 +76,19 @@ def test_the_producer_sends_only_to_routers_whose_site_takes_traffic() -> None:
     asyncio.run(scenario())
     assert left.seen == {}
     assert len(serving.seen) >= 20
+
+
+def test_a_site_process_tells_whom_it_heard_within_the_renew_deadline() -> None:
+    """What it hands the Kubernetes platform as BFM's own, faster, site facts."""
+    clock = FakeClock()
+    process = SiteProcess(
+        SiteSettings("a", topology=default_topology(shards_per_component=4)),
+        store=MemoryStore(),
+        clock=clock,
+    )
+    assert process.heard("a") is True  # itself
+    assert process.heard("b") is None  # never heard
+    process._peer_report("b", True, clock.monotonic())
+    assert process.heard("b") is True
+    clock.advance(process.settings.timing.renew_deadline_s + 0.1)
+    assert process.heard("b") is False
