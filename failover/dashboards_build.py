@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 from grafanalib._gen import DashboardEncoder  # type: ignore[import-untyped]
 
+from failover.assets import AssetNotFound, asset_dir
+
 SUFFIX = ".dashboard.py"
 CONFIGMAP_LABEL = "grafana_dashboard"  # what Grafana's sidecar (k8s-sidecar) looks for
 CONFIGMAP_DIR = "configmaps"
@@ -57,8 +59,12 @@ class BuiltDashboard:
 
 
 def default_src() -> Path:
-    """The repository's ``dashboards/`` folder, next to the ``failover`` package."""
-    return Path(__file__).resolve().parents[1] / "dashboards"
+    """The shipped ``dashboards/`` folder (a checkout's, or an installed wheel's); the
+    checkout's path when there is none, so the error names it."""
+    try:
+        return asset_dir("dashboards")
+    except AssetNotFound:
+        return Path(__file__).resolve().parents[1] / "dashboards"
 
 
 def find_sources(src: Path) -> list[Path]:

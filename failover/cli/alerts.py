@@ -68,8 +68,13 @@ class RouteCase:
 
 
 def default_alerts_dir() -> Path:
-    """The repository's ``alerts/`` folder, next to the ``failover`` package."""
-    return Path(__file__).resolve().parents[2] / "alerts"
+    """The shipped ``alerts/`` folder (a checkout's, or an installed wheel's)."""
+    from failover.assets import AssetNotFound, asset_dir
+
+    try:
+        return asset_dir("alerts")
+    except AssetNotFound as err:
+        raise UsageError(str(err)) from None
 
 
 def find_tools() -> dict[str, str]:
