@@ -54,10 +54,16 @@ def targets_file(run_dir: Path, site: str, component: str, instance: str = "") -
 
 
 def configure_process(
-    component: str, site: str, run_dir: Path | None = None, *, instance: str = ""
+    component: str,
+    site: str,
+    run_dir: Path | None = None,
+    *,
+    instance: str = "",
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 0),
 ) -> bool:
     """Telemetry for one BFM process (``bfm_observe.configure``): OTLP traces as the
-    ``OTEL_*`` variables say, metrics on an ephemeral 127.0.0.1 port announced in the run
+    ``OTEL_*`` variables say, metrics at ``metrics_listen`` (default an ephemeral
+    127.0.0.1 port; a pod's site process is given one to expose) announced in the run
     directory's ``targets/``, JSON logs. False when ``BFM_TELEMETRY=off``."""
     if not telemetry_wanted():
         return False
@@ -66,7 +72,8 @@ def configure_process(
     bfm_observe.configure(
         component=component,
         site=site,
-        metrics_port=0,
+        metrics_host=metrics_listen[0],
+        metrics_port=metrics_listen[1],
         targets_file=(
             targets_file(run_dir, site, component, instance) if run_dir is not None else None
         ),

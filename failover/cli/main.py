@@ -48,6 +48,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "failover.cli.logs",
     "failover.cli.dashboards",
     "failover.cli.alerts",
+    "failover.cli.k8s",
+    "failover.cli.bundle",
 )
 
 _EXIT_CODES_HELP = (

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,8 @@ import typer
 
 from failover.cli.durations import parse_duration_s
 from failover.cli.errors import UsageError
+
+METRICS_LISTEN_ENV = "BFM_METRICS_LISTEN"
 
 site_app = typer.Typer(help="Run and inspect one site's BFM process.", no_args_is_help=True)
 
@@ -111,7 +114,12 @@ def run(
         coordination = open_store(store, request_timeout_s=LeaseTiming().renew_deadline_s / 2)
     except StoreUrlError as err:
         raise UsageError(str(err).removeprefix("bfm: ")) from None
-    if not configure_process("bfm-site", site, Path(run_dir) if run_dir is not None else None):
+    if not configure_process(
+        "bfm-site",
+        site,
+        Path(run_dir) if run_dir is not None else None,
+        metrics_listen=_metrics_listen(os.environ),
+    ):
         logging_setup.configure()  # telemetry off (BFM_TELEMETRY=off): JSON logs all the same
     if fencing_disabled():
         warn_fencing_off()
@@ -299,6 +307,20 @@ def _run_until_stopped(
         if probes is not None:
             probes.stop()
     return process.exit_code
+
+
+def _metrics_listen(environ: Mapping[str, str]) -> tuple[str, int]:
+    """Where /metrics listens: ``BFM_METRICS_LISTEN=HOST:PORT`` (a pod exposes it to its
+    ServiceMonitor), else an ephemeral port on 127.0.0.1 (announced in the run directory)."""
+    text = environ.get(METRICS_LISTEN_ENV, "")
+    if not text:
+        return ("127.0.0.1", 0)
+    try:
+        return _host_port(text)
+    except UsageError:
+        raise UsageError(
+            f"{METRICS_LISTEN_ENV}={text!r} is not HOST:PORT, e.g. 0.0.0.0:9464"
+        ) from None
 
 
 def _check_platform(url: str | None) -> None:

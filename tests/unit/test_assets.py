@@ -3,7 +3,6 @@ carries every file of them (``pyproject.toml``'s ``data-files``, ``failover/asse
 
 from __future__ import annotations
 
-import fnmatch
 import tomllib
 from pathlib import Path
 
@@ -40,7 +39,8 @@ def test_every_shipped_file_goes_into_the_wheel_beside_its_folder() -> None:
     for path in _shipped():
         target = f"share/bfm/{path.parent.as_posix()}"
         patterns = data_files.get(target, [])
-        if not any(fnmatch.fnmatch(path.as_posix(), pattern) for pattern in patterns):
+        # setuptools expands the patterns with glob, whose * skips dotfiles
+        if not any(REPO / path in set(REPO.glob(pattern)) for pattern in patterns):
             missing.append(path.as_posix())
     assert missing == [], (
         f"shipped files the wheel would not carry: {missing}; add their folder to "
