@@ -135,6 +135,8 @@ def _report(sentence: str, exit_code: int, *, error: BaseException | None = None
 
 def _usage_sentence(error: typer.TyperException) -> str:
     message = _one_line(error.format_message()).rstrip(".")
+    if not message:  # a group called without its command: click printed its help already
+        message = "no command given"
     # Click capitalizes its messages ("No such command"); ours read lowercase after "bfm:".
     if message[:2].istitle():
         message = message[0].lower() + message[1:]

@@ -468,3 +468,15 @@ def test_demo_refuses_a_bad_otlp_endpoint_before_making_files(tmp_path: Path) ->
     assert done.returncode == 2, done.stderr
     assert "--otlp-endpoint 'localhost:4318' is not an http(s) URL" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("group", ["dashboards", "update", "k8s", "site"])
+def test_a_bare_command_group_shows_its_help_and_names_the_fault(
+    group: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run([group]) == 2
+    captured = capsys.readouterr()
+    assert "Commands" in captured.out
+    assert _assert_one_error_line(captured.err) == (
+        f"bfm: no command given; see 'bfm {group} --help'."
+    )
