@@ -49,6 +49,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from failover.adapters import kubernetes_pods as pods
+from failover.adapters.platform_sites import PlatformSites
 from failover.adapters.system_clock import SystemClock
 from failover.core.topology import Topology
 from failover.core.versions import DEFAULT_VERSION, check_version
@@ -113,19 +114,8 @@ class KubernetesPlatform:
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.topology, self.namespace = topology, namespace
-        managed = tuple(topology.workers if sites is None else sites)
-        for site in managed:
-            self._check_site(site)
-            if not topology.is_worker(site):
-                raise ValueError(f"site {site!r} is a witness: it runs no components")
-        for component, version in (versions or {}).items():
-            if component not in topology.components:
-                raise ValueError(
-                    f"versions names unknown component {component!r}; "
-                    f"known: {', '.join(topology.components)}"
-                )
-            check_version(version)
-        self.managed = managed
+        self.names = PlatformSites(topology, sites, versions)
+        self.managed = self.names.managed
         self.template = template or pods.PodTemplate()
         self.clock = clock or SystemClock()
         self.heartbeats = heartbeats
@@ -141,7 +131,7 @@ class KubernetesPlatform:
         self._closed = False
         self._slots = {
             (s, c): _Slot(version=(versions or {}).get(c, DEFAULT_VERSION))
-            for s in managed
+            for s in self.managed
             for c in topology.components
         }
         self._serving = dict.fromkeys(topology.workers, True)
@@ -167,7 +157,7 @@ class KubernetesPlatform:
             return self._instance(site, component)
 
     def stop_site(self, site: str, *, timeout_s: float = STOP_TIMEOUT_S) -> list[Instance]:
-        self._check_managed(site)
+        self.names.check_managed(site)
         slots = [self._slots[(site, c)] for c in sorted(self.topology.components)]
         for slot in slots:  # every pod asked to go first, then waited for: in parallel
             with slot.changing:
@@ -228,7 +218,7 @@ class KubernetesPlatform:
         return self._instance(site, component)
 
     def instances(self, site: str) -> list[Instance]:
-        self._check_managed(site)
+        self.names.check_managed(site)
         listed = self._list_pods(pods.selector(self.template.platform, site))
         by_name = {p["metadata"]["name"]: p for p in listed}
         return [
@@ -239,7 +229,7 @@ class KubernetesPlatform:
     # --- routing -----------------------------------------------------------------------
 
     def route(self, site: str, *, serving: bool) -> None:
-        self._check_entry_point(site)
+        self.names.check_entry_point(site)
         with self._lock:
             self._serving[site] = serving
         label = {"metadata": {"labels": {pods.SERVING_LABEL: "true" if serving else "false"}}}
@@ -256,7 +246,7 @@ class KubernetesPlatform:
                 continue  # gone meanwhile: nothing left to route
 
     def routing(self, site: str) -> bool:
-        self._check_entry_point(site)
+        self.names.check_entry_point(site)
         with self._lock:
             return self._serving[site]
 
@@ -323,7 +313,7 @@ class KubernetesPlatform:
         """Cordon the site's nodes and evict BFM's pods there, each within ``timeout_s``
         (a disruption budget that keeps refusing: ``PlatformError`` naming it). The
         evicted instances are ``STOPPED``; returns the evicted pods' names."""
-        self._check_managed(site)
+        self.names.check_managed(site)
         self._cordon(site, unschedulable=True)
         evicted = []
         for c in sorted(self.topology.components):
@@ -338,7 +328,7 @@ class KubernetesPlatform:
         return evicted
 
     def uncordon_site(self, site: str) -> None:
-        self._check_managed(site)
+        self.names.check_managed(site)
         self._cordon(site, unschedulable=False)
 
     def close(self) -> None:
@@ -498,7 +488,7 @@ class KubernetesPlatform:
         return [n for n in items if isinstance(n, dict)]
 
     def _site_nodes(self, site: str) -> list[dict[str, Any]]:
-        self._check_site(site)
+        self.names.check_site(site)
         return [n for n in self._nodes() if pods.node_site(n) == site]
 
     def _taint(self, site: str, *, present: bool) -> list[str]:
@@ -571,30 +561,11 @@ class KubernetesPlatform:
             version=slot.version,
         )
 
-    def _check_site(self, site: str) -> None:
-        if site not in self.topology.site_names:
-            raise ValueError(f"unknown site {site!r}; known: {', '.join(self.topology.site_names)}")
-
-    def _check_managed(self, site: str) -> None:
-        self._check_site(site)
-        if site not in self.managed:
-            raise ValueError(
-                f"site {site!r} is not run by this platform (it runs {', '.join(self.managed)})"
-            )
-
-    def _check_entry_point(self, site: str) -> None:
-        self._check_site(site)
-        if not self.topology.is_worker(site):
-            raise ValueError(f"site {site!r} is a witness: it has no entry point to route")
-
     def _slot(self, site: str, component: str) -> _Slot:
-        self._check_managed(site)
+        self.names.check_managed(site)
         slot = self._slots.get((site, component))
         if slot is None:
-            raise ValueError(
-                f"unknown component {component!r} at site {site!r}; "
-                f"known: {', '.join(self.topology.components)}"
-            )
+            raise self.names.unknown_component(site, component)
         return slot
 
 

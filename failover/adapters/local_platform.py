@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from failover.adapters.files import write_text_atomically
+from failover.adapters.platform_sites import PlatformSites
 from failover.core.topology import Topology
 from failover.core.versions import DEFAULT_VERSION, check_version
 from failover.ports import (
@@ -167,31 +168,20 @@ class LocalPlatform:
         ``platform.version(site, component)``.
         """
         self.run_dir, self.topology = run_dir, topology
-        managed = tuple(topology.workers if sites is None else sites)
-        for site in managed:
-            self._check_site(site)
-            if not topology.is_worker(site):
-                raise ValueError(f"site {site!r} is a witness: it runs no components")
+        self.names = PlatformSites(topology, sites, versions)
+        self.managed = self.names.managed
         initial = dict(versions or {})
-        for component, version in initial.items():
-            if component not in topology.components:
-                raise ValueError(
-                    f"versions names unknown component {component!r}; "
-                    f"known: {', '.join(topology.components)}"
-                )
-            check_version(version)
-        self.managed = managed
         self.env = {**os.environ, **(env or {})}
         self._command = command or self._component_run
         self._lock = threading.RLock()
         self._closed = False
         self._slots = {
             (s, c): _Slot(version=initial.get(c, DEFAULT_VERSION))
-            for s in managed
+            for s in self.managed
             for c in topology.components
         }
         self._written: dict[str, str] = {}
-        for site in managed:
+        for site in self.managed:
             self._publish(site)
 
     # --- instances -------------------------------------------------------------------
@@ -218,7 +208,7 @@ class LocalPlatform:
                 return self._publish_one(site, component)
 
     def stop_site(self, site: str, *, timeout_s: float = STOP_TIMEOUT_S) -> list[Instance]:
-        self._check_managed(site)
+        self.names.check_managed(site)
         with self._changing_all(site):
             with self._lock:
                 procs = []
@@ -314,7 +304,7 @@ class LocalPlatform:
 
     def instances(self, site: str) -> list[Instance]:
         with self._lock:
-            self._check_managed(site)
+            self.names.check_managed(site)
             listed = self._instances(site)
             self._publish(site)  # after: the file is never older than what is returned
             return listed
@@ -322,11 +312,11 @@ class LocalPlatform:
     # --- routing and facts -----------------------------------------------------------
 
     def route(self, site: str, *, serving: bool) -> None:
-        self._check_entry_point(site)
+        self.names.check_entry_point(site)
         write_json_atomically(routing_path(self.run_dir, site), {"site": site, "serving": serving})
 
     def routing(self, site: str) -> bool:
-        self._check_entry_point(site)
+        self.names.check_entry_point(site)
         return read_routing(self.run_dir, site)
 
     def sites(self) -> list[SiteFacts]:
@@ -374,22 +364,6 @@ class LocalPlatform:
         except OSError as err:
             raise PlatformError(f"cannot start {site}/{component}: {err}") from err
 
-    def _check_site(self, site: str) -> None:
-        if site not in self.topology.site_names:
-            raise ValueError(f"unknown site {site!r}; known: {', '.join(self.topology.site_names)}")
-
-    def _check_managed(self, site: str) -> None:
-        self._check_site(site)
-        if site not in self.managed:
-            raise ValueError(
-                f"site {site!r} is not run by this platform (it runs {', '.join(self.managed)})"
-            )
-
-    def _check_entry_point(self, site: str) -> None:
-        self._check_site(site)
-        if not self.topology.is_worker(site):
-            raise ValueError(f"site {site!r} is a witness: it has no entry point to route")
-
     @contextmanager
     def _changing_all(self, site: str) -> Iterator[None]:
         """Every instance of ``site`` held for one change (in one order: no deadlock)."""
@@ -400,13 +374,10 @@ class LocalPlatform:
 
     def _slot(self, site: str, component: str) -> _Slot:
         """The instance's slot; ValueError naming an unknown site or component."""
-        self._check_managed(site)
+        self.names.check_managed(site)
         slot = self._slots.get((site, component))
         if slot is None:
-            raise ValueError(
-                f"unknown component {component!r} at site {site!r}; "
-                f"known: {', '.join(self.topology.components)}"
-            )
+            raise self.names.unknown_component(site, component)
         return slot
 
     def _instance(self, site: str, component: str) -> Instance:

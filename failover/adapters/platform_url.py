@@ -20,10 +20,13 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
 
 from failover.adapters import kubernetes_objects as kube
-from failover.adapters.store_url import StoreUrlError, kubernetes_configuration
+from failover.adapters.store_url import (
+    StoreUrlError,
+    kubernetes_configuration,
+    kubernetes_options,
+)
 from failover.core.topology import Topology
 from failover.ports import Clock
 
@@ -45,19 +48,7 @@ def parse_platform_url(url: str) -> tuple[str, dict[str, str]]:
     problem = kube.namespace_problem(namespace)
     if problem:
         raise StoreUrlError(f"bfm: bad namespace {namespace!r} in {url!r}: {problem}")
-    options: dict[str, str] = {}
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError:
-        raise StoreUrlError(f"bfm: cannot read the options of {url!r}; {USAGE}") from None
-    for name, value in pairs:
-        if name not in _OPTIONS:
-            raise StoreUrlError(f"bfm: unknown option {name!r} in {url!r}; {USAGE}")
-        if name in options:
-            raise StoreUrlError(f"bfm: the option {name!r} is given twice in {url!r}")
-        if not value:
-            raise StoreUrlError(f"bfm: the option {name!r} in {url!r} is empty; {USAGE}")
-        options[name] = value
+    options = kubernetes_options(url, query, USAGE, _OPTIONS)
     if "name" in options and (problem := kube.instance_problem(options["name"])):
         raise StoreUrlError(f"bfm: bad name {options['name']!r} in {url!r}: {problem}")
     return namespace, options

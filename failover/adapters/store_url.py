@@ -157,7 +157,7 @@ def _open_kubernetes(url: str, rest: str, request_timeout_s: float | None) -> Co
     problem = kube.namespace_problem(namespace)
     if problem:
         raise StoreUrlError(f"bfm: bad namespace {namespace!r} in {url!r}: {problem}")
-    options = _kubernetes_options(url, query, usage)
+    options = kubernetes_options(url, query, usage)
     instance = options.get("instance", kube.DEFAULT_INSTANCE)
     problem = kube.instance_problem(instance)
     if problem:
@@ -178,14 +178,18 @@ def _open_kubernetes(url: str, rest: str, request_timeout_s: float | None) -> Co
     )
 
 
-def _kubernetes_options(url: str, query: str, usage: str) -> dict[str, str]:
+def kubernetes_options(
+    url: str, query: str, usage: str, allowed: tuple[str, ...] = _KUBERNETES_OPTIONS
+) -> dict[str, str]:
+    """The ``?name=value`` options of a ``kubernetes://`` URL, each one of ``allowed``, at
+    most once and not empty; StoreUrlError naming the fault and ``usage``."""
     options: dict[str, str] = {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise StoreUrlError(f"bfm: cannot read the options of {url!r}; {usage}") from None
     for name, value in pairs:
-        if name not in _KUBERNETES_OPTIONS:
+        if name not in allowed:
             raise StoreUrlError(f"bfm: unknown option {name!r} in {url!r}; {usage}")
         if name in options:
             raise StoreUrlError(f"bfm: the option {name!r} is given twice in {url!r}")

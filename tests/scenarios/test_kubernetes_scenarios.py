@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support.kube_double import Fault, KubeApiDouble
+from support.kube_double import Fault, KubeApiDouble, add_site_nodes
 from support.kubelet_double import KubeletDouble
 from support.runtime_cluster import COMPONENTS, TIMING, TOPOLOGY, Cluster, kinds, started
 
 from failover.adapters.kubernetes_platform import KubernetesPlatform
 from failover.adapters.kubernetes_pods import (
-    NODE_LEASE_NAMESPACE,
     OUT_OF_SERVICE_TAINT,
     PodTemplate,
 )
@@ -97,10 +96,7 @@ def world() -> Iterator[World]:
     kubelet: KubeletDouble | None = None
     platform: KubernetesPlatform | None = None
     try:
-        for namespace in (NAMESPACE, NODE_LEASE_NAMESPACE):
-            double.add_namespace(namespace)
-        for site in TOPOLOGY.site_names:
-            double.add_node(f"node-{site}", site.upper(), control_plane=site == "w")
+        add_site_nodes(double, NAMESPACE, TOPOLOGY.site_names)
         kubelet = KubeletDouble(double, NAMESPACE, node_lease_renew_s=0.5).start()
         store = KubernetesStore(double.configuration(), namespace=NAMESPACE)
         cluster = started(store)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from support.kube_double import KubeApiDouble, write_kubeconfig
+from support.kube_double import KubeApiDouble, add_site_nodes, write_kubeconfig
 from support.kubelet_double import KubeletDouble
 
 from failover.adapters.kubernetes_pods import (
@@ -153,9 +153,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     double = KubeApiDouble().start()
     made: Cluster | None = None
     try:
-        double.add_namespace(NAMESPACE)
-        for site in TOPOLOGY.site_names:
-            double.add_node(f"node-{site}", site.upper(), control_plane=site == "w")
+        add_site_nodes(double, NAMESPACE, TOPOLOGY.site_names)
         made = Cluster(tmp_path, double)
         made.kubelet.start()
         yield made

@@ -95,7 +95,7 @@ import itertools
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -802,3 +802,14 @@ def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
         )
     )
     return path
+
+
+def add_site_nodes(
+    double: KubeApiDouble, namespace: str, sites: Iterable[str], *, witness: str = "w"
+) -> None:
+    """BFM's namespace, ``kube-node-lease``, and one node per site: ``node-<site>`` in zone
+    ``<SITE>`` (the witness's a control-plane node with its NoSchedule taint)."""
+    for name in (namespace, "kube-node-lease"):
+        double.add_namespace(name)
+    for site in sites:
+        double.add_node(f"node-{site}", site.upper(), control_plane=site == witness)

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import pytest
 from kubernetes import client
-from support.kube_double import Fault, KubeApiDouble
+from support.kube_double import Fault, KubeApiDouble, add_site_nodes
 from support.kubelet_double import KUBELET_USER_AGENT, KubeletDouble
 
 from failover.adapters.fake_clock import FakeClock
 from failover.adapters.kubernetes_platform import KubernetesPlatform
 from failover.adapters.kubernetes_pods import (
-    NODE_LEASE_NAMESPACE,
     OUT_OF_SERVICE_TAINT,
     SERVING_LABEL,
     PodTemplate,
@@ -58,10 +57,7 @@ def kube() -> Iterator[Kube]:
     kubelet: KubeletDouble | None = None
     platform: KubernetesPlatform | None = None
     try:
-        for namespace in (NAMESPACE, NODE_LEASE_NAMESPACE):
-            double.add_namespace(namespace)
-        for site in TOPOLOGY.site_names:
-            double.add_node(f"node-{site}", site.upper(), control_plane=site == "w")
+        add_site_nodes(double, NAMESPACE, TOPOLOGY.site_names)
         kubelet = KubeletDouble(double, NAMESPACE, node_lease_renew_s=0.2).start()
         clock = FakeClock()
         platform = KubernetesPlatform(

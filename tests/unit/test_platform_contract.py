@@ -30,12 +30,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from support.kube_double import KubeApiDouble
+from support.kube_double import KubeApiDouble, add_site_nodes
 from support.kubelet_double import KubeletDouble
 
 from failover.adapters import local_platform
 from failover.adapters.kubernetes_platform import KubernetesPlatform
-from failover.adapters.kubernetes_pods import NODE_LEASE_NAMESPACE, PodTemplate
+from failover.adapters.kubernetes_pods import PodTemplate
 from failover.adapters.local_platform import LocalPlatform, read_instances
 from failover.core.topology import default_topology
 from failover.core.versions import DEFAULT_VERSION
@@ -118,10 +118,7 @@ def _kubernetes(tmp_path: Path) -> Harness:
     run_dir = make_run_dir(tmp_path)
     endpoints = Endpoints.load(run_dir)
     double = KubeApiDouble().start()
-    for namespace in ("bfm", NODE_LEASE_NAMESPACE):
-        double.add_namespace(namespace)
-    for site in TOPOLOGY.site_names:
-        double.add_node(f"node-{site}", site.upper(), control_plane=site == "w")
+    add_site_nodes(double, "bfm", TOPOLOGY.site_names)
     kubelet = KubeletDouble(double, "bfm").start()
     template = PodTemplate(platform="contract", extra_args=(f"--run-dir={run_dir}",))
     platform = KubernetesPlatform(
