@@ -120,6 +120,7 @@ class ControllerRuntime:
         self.leader_revision: str | None = None
         self.last_inputs: object = None
         self.last_ups: dict[str, frozenset[str]] = {}
+        self.views_at_s: float | None = None  # when observe_sites last read the leases
         self.ever_up: set[tuple[str, str]] = set()
         self.max_epochs: dict[str, int] = {}  # the largest epoch seen per component
         self.damaged: dict[str, str] = {}  # component -> why its ownership could not be read
@@ -243,6 +244,7 @@ class ControllerRuntime:
 
     def observe_sites(self) -> None:
         now = self.clock.monotonic()
+        self.views_at_s = now  # views() judge by this moment: what was read, and noted
         leading = self.leading(now)
         for w, observer in self.observers.items():
             got = self.store.get(lease_key(w))
@@ -291,8 +293,14 @@ class ControllerRuntime:
         return max(self.max_epochs.get(component, 0), *reported, 0)
 
     def views(self, drained: frozenset[str] = frozenset()) -> dict[str, SiteView]:
-        """What is known of each worker site; ``drained``: sites the operator drained."""
-        now, views = self.clock.monotonic(), {}
+        """What is known of each worker site; ``drained``: sites the operator drained.
+
+        Judged at the moment of the last ``observe_sites``, not later: a site whose lease
+        expires between the observation and a decision is judged dead at the next round,
+        after the observation has noted it (its outage start, its decision trace), so the
+        failover that follows is timed and explained from that observation."""
+        now = self.clock.monotonic() if self.views_at_s is None else self.views_at_s
+        views = {}
         for w, record in self.records.items():
             if record is None:
                 continue

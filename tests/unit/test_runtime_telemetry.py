@@ -338,6 +338,43 @@ def test_the_leader_exports_the_state_and_a_failover_moves_it(system: System) ->
     assert sample("bfm_handback_pending_shards", site="a", component="eap") == 0.0
 
 
+def test_a_lease_that_expires_between_observing_and_deciding_still_times_the_recovery(
+    system: System,
+) -> None:
+    """The round reads the leases (a alive), then the ownership; a's lease expires in
+    between. The failover must follow the observation that saw a die, or nothing knows
+    when a's outage began and its recovery time is never exported (a CI run's
+    dashboards test once lacked it)."""
+    recoveries = sample("bfm_recovery_seconds_count", site="a", component="eap") or 0.0
+    system.running.discard("a")
+    system.run(TIMING.lease_duration_s - 0.3)  # a is not yet judged dead
+    assert sample("bfm_site_up", site="a", component="controller") == 1.0
+    inner = system.controller_store.inner
+    listed = inner.list
+
+    def slow_list(prefix: str) -> Any:  # decide()'s read takes past a's expiry
+        system.clock.advance(0.5)
+        return listed(prefix)
+
+    system.controller_store.inner = Wrapped(inner, list=slow_list)
+    system.controller.tick()
+    system.controller_store.inner = inner
+    system.run_until(lambda: system.owned("eap")["b"] == 4, limit_s=3.0, what="a's eap shards at b")
+    assert (sample("bfm_recovery_seconds_count", site="a", component="eap") or 0.0) == (
+        recoveries + 1
+    )
+
+
+class Wrapped:
+    """A store whose named methods are replaced (the rest go to ``inner``)."""
+
+    def __init__(self, inner: CoordinationStore, **methods: Callable[..., Any]) -> None:
+        self.inner, self.methods = inner, methods
+
+    def __getattr__(self, name: str) -> Any:
+        return self.methods.get(name) or getattr(self.inner, name)
+
+
 def test_a_failover_that_cannot_happen_stays_in_progress(system: System) -> None:
     system.agents["b"].probe = lambda component: component != "eap"
     system.run(1.0)  # b's eap is down: its shards fail over to a at once
