@@ -46,19 +46,6 @@ def eventually(check: Callable[[], Any], what: str, *, timeout_s: float = HANG_C
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def double() -> Iterator[KubeApiDouble]:
-    with KubeApiDouble() as started:
-        yield started
-
-
-@pytest.fixture
-def namespace(double: KubeApiDouble) -> str:
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    double.add_namespace(name)
-    return name
-
-
 @pytest.fixture
 def zone() -> str:
     """A zone (site) of its own per test: the module's double keeps every test's nodes."""

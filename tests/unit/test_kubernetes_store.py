@@ -52,19 +52,6 @@ KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), mi
 SITES = st.text(st.characters(codec="utf-8", exclude_characters="/"), min_size=1)
 
 
-@pytest.fixture(scope="module")
-def double() -> Iterator[KubeApiDouble]:
-    with KubeApiDouble() as started:
-        yield started
-
-
-@pytest.fixture
-def namespace(double: KubeApiDouble) -> str:
-    name = f"t-{uuid.uuid4().hex[:16]}"
-    double.add_namespace(name)
-    return name
-
-
 @pytest.fixture
 def store(double: KubeApiDouble, namespace: str) -> Iterator[KubernetesStore]:
     opened = KubernetesStore(double.configuration(), namespace=namespace)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +28,6 @@ from failover.cli.main import run
 from failover.core.topology import default_topology
 from failover.ports import CoordinationStore, StoreUnavailable
 from failover.runtime.documents import LEADER_KEY, lease_key
-
-
-@pytest.fixture(scope="module")
-def double() -> Iterator[KubeApiDouble]:
-    with KubeApiDouble() as started:
-        yield started
-
-
-@pytest.fixture
-def namespace(double: KubeApiDouble) -> str:
-    name = f"t-{uuid.uuid4().hex[:16]}"
-    double.add_namespace(name)
-    return name
 
 
 def _object(double: KubeApiDouble, namespace: str, key: str) -> dict[str, Any]:
