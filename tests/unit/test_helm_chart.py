@@ -3,33 +3,32 @@
 Rendering is in-process (helm_python embeds the Helm SDK); every manifest is validated
 with kubernetes-validate for 1.30 and 1.32, where a missing schema (an unknown kind or
 apiVersion) is a failure, except the Prometheus Operator's CRD kinds, checked against
-schemas written from their documented fields (tests/support/crd_schemas/). Also: the
-chart's copies of the shipped files are current, the Containerfile's inputs exist, and
-`bfm k8s render` prints the manifests or says clearly what is wrong.
+the CRD schemas prometheus-operator publishes (tests/support/crd_schemas/), where a field
+the CRD does not declare (which the API server would silently drop) is a failure too, and
+their metadata as Kubernetes' own ObjectMeta. Also: the chart's copies of the shipped
+files are current, the Containerfile's inputs exist, and `bfm k8s render` prints the
+manifests or says clearly what is wrong.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import helm_python
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from support import crd_schemas
 
 from failover import chart_files
 from failover.cli.main import run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "bfm"
-CRD_SCHEMAS = ROOT / "tests" / "support" / "crd_schemas"
 KUBE_VERSIONS = ("1.30.0", "1.32.0")
-CRD_KINDS = {"PrometheusRule": "prometheusrule.json", "ServiceMonitor": "servicemonitor.json"}
 ALL_ON = {
     "backbone": {"enabled": True},
     "logstore": {"enabled": True},
@@ -75,22 +74,23 @@ def test_lint_strict_finds_nothing(kube_version: str, values: dict[str, Any]) ->
 def test_every_manifest_is_valid_kubernetes(
     objects: list[dict[str, Any]], kube_version: str
 ) -> None:
-    crd_schemas = {kind: json.loads((CRD_SCHEMAS / f).read_text()) for kind, f in CRD_KINDS.items()}
     checked_crds = set()
     for obj in objects:
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        if obj["kind"] in crd_schemas:
-            assert obj["apiVersion"] == "monitoring.coreos.com/v1", where
-            jsonschema.Draft202012Validator(crd_schemas[obj["kind"]]).validate(obj)
+        checked = obj
+        if obj["kind"] in crd_schemas.KINDS:
+            problems = crd_schemas.problems(obj)
+            assert not problems, f"{where}: {'; '.join(problems)}"
             checked_crds.add(obj["kind"])
-            continue
+            # The CRD leaves metadata to the API server: check it as Kubernetes' ObjectMeta.
+            checked = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]}
         try:
-            kubernetes_validate.validate(obj, kube_version, strict=True)
+            kubernetes_validate.validate(checked, kube_version, strict=True)
         except kubernetes_validate.SchemaNotFoundError as err:
             pytest.fail(f"{where}: {err.message}")
         except kubernetes_validate.ValidationError as err:
             pytest.fail(f"{where}: {err.message} at {list(err.path)}")
-    assert checked_crds == set(CRD_KINDS)
+    assert checked_crds == crd_schemas.KINDS
 
 
 def test_an_unknown_kind_would_fail_validation() -> None:
@@ -100,16 +100,29 @@ def test_an_unknown_kind_would_fail_validation() -> None:
         kubernetes_validate.validate(pdb, "1.30.0", strict=True)
 
 
-def test_the_crd_schemas_refuse_undocumented_fields() -> None:
-    schema = json.loads((CRD_SCHEMAS / "prometheusrule.json").read_text())
+def test_the_crd_check_refuses_what_the_api_server_would_drop_or_reject() -> None:
+    """The CRD branch above cannot pass by accident: a misspelled field fails it."""
     bad = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "x"},
         "spec": {"groups": [{"name": "g", "rules": [{"alert": "A", "expression": "up"}]}]},
     }
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft202012Validator(schema).validate(bad)
+    assert crd_schemas.problems(bad) == [
+        "$.spec.groups[0].rules[0]: 'expr' is a required property",
+        "$.spec.groups[0].rules[0].expression: not in the published PrometheusRule schema;"
+        " the API server would drop it",
+    ]
+
+
+def test_the_crd_check_refuses_a_rendered_object_with_a_misspelled_field() -> None:
+    (monitor,) = [o for o in render_objects(ALL_ON) if o["kind"] == "ServiceMonitor"]
+    assert crd_schemas.problems(monitor) == []
+    monitor["spec"]["endpoints"][0]["intervall"] = monitor["spec"]["endpoints"][0].pop("interval")
+    assert crd_schemas.problems(monitor) == [
+        "$.spec.endpoints[0].intervall: not in the published ServiceMonitor schema;"
+        " the API server would drop it"
+    ]
 
 
 def test_the_charts_copies_of_the_shipped_files_are_current() -> None:
