@@ -219,18 +219,77 @@ def test_every_object_carries_the_standard_labels(all_on: list[dict[str, Any]]) 
             assert key in labels, f"{obj['kind']}/{obj['metadata']['name']} lacks {key}"
 
 
+# The OTel agent DaemonSets, and nothing else, run as uid 0: kubelet and the runtime write
+# /var/log/pods/**.log root-owned 0640/0600, which no other user can read
+# (otel.agent.runAsRoot; test_the_otel_agent_runs_as_root_with_nothing_else_granted).
+RUNS_AS_ROOT = frozenset(f"DaemonSet/bfm-otel-agent-{s}" for s in "abw")
+
+
 def test_every_container_is_locked_down(all_on: list[dict[str, Any]]) -> None:
+    assert set(pod_specs(all_on)) >= RUNS_AS_ROOT  # the exception names real workloads
     for name, spec in pod_specs(all_on).items():
         pod = spec["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
+        if name not in RUNS_AS_ROOT:
+            assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
         assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
         for container in spec["containers"] + spec.get("initContainers", []):
             context = container["securityContext"]
-            assert context["runAsNonRoot"] is True, name
+            if name not in RUNS_AS_ROOT:
+                assert context["runAsNonRoot"] is True, name
             assert context["readOnlyRootFilesystem"] is True, name
             assert context["allowPrivilegeEscalation"] is False, name
             assert context["capabilities"] == {"drop": ["ALL"]}, name
             assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+
+
+def _runs_as_root(spec: dict[str, Any]) -> bool:
+    contexts = [spec["securityContext"]] + [
+        c["securityContext"] for c in spec["containers"] + spec.get("initContainers", [])
+    ]
+    return any(c.get("runAsUser") == 0 or c.get("runAsNonRoot") is not True for c in contexts)
+
+
+def test_the_otel_agent_runs_as_root_with_nothing_else_granted(
+    all_on: list[dict[str, Any]],
+) -> None:
+    """Root only to read the node's root-owned pod logs through the owner bits: no
+    capability (so no DAC override), read-only root, no escalation, not privileged,
+    RuntimeDefault, the host's files mounted read-only. Every other workload: non-root."""
+    specs = pod_specs(all_on)
+    assert {name for name, spec in specs.items() if _runs_as_root(spec)} == RUNS_AS_ROOT
+    for name in sorted(RUNS_AS_ROOT):
+        spec = specs[name]
+        assert spec["securityContext"] == {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, name
+        (container,) = spec["containers"]
+        assert container["securityContext"] == {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, name
+        host_volumes = {v["name"] for v in spec["volumes"] if "hostPath" in v}
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert host_volumes == {"pod-logs", "hostfs"}, name
+        assert all(mounts[v]["readOnly"] is True for v in host_volumes), name
+        assert mounts["pod-logs"]["mountPath"] == "/var/log/pods", name
+        assert not spec.get("hostPID") and not spec.get("hostNetwork"), name
+
+
+def test_the_otel_agent_stays_non_root_when_asked() -> None:
+    specs = pod_specs(render({"otel": {"agent": {"runAsRoot": False}}}))
+    assert not any(_runs_as_root(spec) for spec in specs.values())
+    agent = specs["DaemonSet/bfm-otel-agent-a"]
+    assert agent["securityContext"]["runAsUser"] == 10001
+    assert agent["containers"][0]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_resources_fit_the_site_vm(all_on: list[dict[str, Any]]) -> None:
@@ -321,6 +380,38 @@ def test_the_service_monitor_scrapes_the_site_processes(default: list[dict[str, 
         labels = service["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in monitor["selector"]["matchLabels"].items())
         assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_prometheus_reaches_each_gateway_replicas_exporter(default: list[dict[str, Any]]) -> None:
+    """The gateway's `prometheus` exporter port (from collectors/otel-gateway.yaml) is a
+    container port, on the gateway Service and on the headless Service whose name the
+    `otel-gateway` job of collectors/prometheus.yml resolves, and the NetworkPolicy lets
+    the monitoring namespace in to it."""
+    collector = yaml.safe_load((ROOT / "collectors" / "otel-gateway.yaml").read_text())
+    port = int(collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1])
+    template = of_kind(default, "Deployment")["bfm-otel-gateway"]["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    services = of_kind(default, "Service")
+    for service in (services["bfm-otel-gateway"], services["bfm-otel-gateway-metrics"]):
+        spec = service["spec"]
+        selector = spec["selector"]
+        assert all(template["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        assert any(p["port"] == port and named[p["targetPort"]] == port for p in spec["ports"])
+    headless = services["bfm-otel-gateway-metrics"]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    scrape = yaml.safe_load((ROOT / "collectors" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    (discovery,) = jobs["otel-gateway"]["dns_sd_configs"]
+    assert discovery["names"] == ["bfm-otel-gateway-metrics.bfm.svc"]
+    policy = of_kind(default, "NetworkPolicy")["bfm-otel-gateway"]["spec"]
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    assert any(
+        monitoring in rule["from"] and {"protocol": "TCP", "port": port} in rule["ports"]
+        for rule in policy["ingress"]
+    )
 
 
 def test_the_log_store_is_optional_with_retention_from_values() -> None:

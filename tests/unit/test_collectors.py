@@ -37,6 +37,7 @@ GATEWAY = COLLECTORS / "otel-gateway.yaml"
 CONFIGS = (AGENT, GATEWAY)
 FACTS = COLLECTORS / "contrib-components.json"
 README = COLLECTORS / "README.md"
+SCRAPE_CONFIG = COLLECTORS / "prometheus.yml"
 
 KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")
 PIPELINE_KINDS = ("receivers", "processors", "exporters")
@@ -219,6 +220,32 @@ def test_the_gateway_sends_logs_to_a_loki_otlp_path() -> None:
     (metrics_exporter,) = pipelines["metrics"]["exporters"]
     config = doc["exporters"][metrics_exporter]
     assert config["resource_to_telemetry_conversion"] == {"enabled": True}
+
+
+def _scraped_ports(job: dict[str, Any]) -> set[int]:
+    """The ports a scrape job reaches: its static targets' and its DNS discovery's."""
+    ports = {
+        int(target.rsplit(":", 1)[1])
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    return ports | {int(dns["port"]) for dns in job.get("dns_sd_configs", []) if "port" in dns}
+
+
+def test_prometheus_scrapes_the_gateways_prometheus_exporter() -> None:
+    """collectors/prometheus.yml has a job on the port the gateway's `prometheus` exporter
+    listens on, keeping the exported job/instance/site labels, and that exporter is in the
+    gateway's metrics pipeline."""
+    gateway = _load(GATEWAY)
+    exporters = {n: c for n, c in gateway["exporters"].items() if _type_of(n) == "prometheus"}
+    assert exporters, "the gateway has no prometheus exporter"
+    scrape = _load(SCRAPE_CONFIG)
+    for name, config in exporters.items():
+        assert name in _pipelines(gateway)["metrics"]["exporters"]
+        port = int(urlparse(f"//{_resolved(config['endpoint'])}").port or 0)
+        jobs = [j for j in scrape["scrape_configs"] if port in _scraped_ports(j)]
+        assert jobs, f"no job in {SCRAPE_CONFIG.name} scrapes the gateway's {name} on :{port}"
+        assert all(job.get("honor_labels") is True for job in jobs)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
