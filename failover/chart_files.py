@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from failover.adapters.kubernetes_rbac import NODE_LEASE_NAMESPACE, role_rules
+from failover.adapters.kubernetes_rbac import COMPONENTS, NODE_LEASE_NAMESPACE, role_rules
 
 CHART_NAME = "bfm"
 FILES_DIR = "files"
@@ -38,11 +38,13 @@ def chart_dir(root: Path | None = None) -> Path:
 
 
 def rbac_rules() -> dict[str, list[dict[str, object]]]:
-    """The three grants the chart renders: BFM's namespace, the node Leases, the cluster."""
+    """The grants the chart renders: the site processes' in BFM's namespace, on the node
+    Leases and in the cluster; the reference backbone's component pods' in BFM's namespace."""
     return {
         "namespace": role_rules(namespaced=True, namespace=""),
         "nodeLeases": role_rules(namespaced=True, namespace=NODE_LEASE_NAMESPACE),
         "cluster": role_rules(namespaced=False),
+        "components": role_rules(namespaced=True, namespace="", account=COMPONENTS),
     }
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from failover.adapters.kubernetes_pod_overlay import apply_overlay
 from failover.ports import InstanceState
 
 LABEL_DOMAIN = "bfm.hemisphere.io"
@@ -84,6 +85,8 @@ class PodTemplate:
     extra_args: tuple[str, ...] = ()  # after the component arguments (e.g. --run-dir=...)
     env: tuple[tuple[str, str], ...] = ()
     grace_s: int = 5  # terminationGracePeriodSeconds of a stop by the kubelet's own accord
+    # what the installation adds (kubernetes_pod_overlay: the template= file), checked
+    overlay: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def body(
         self, name: str, site: str, component: str, version: str, *, serving: bool
@@ -103,7 +106,7 @@ class PodTemplate:
             f"--version={version}",
             *self.extra_args,
         ]
-        return {
+        pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -133,6 +136,7 @@ class PodTemplate:
                 ],
             },
         }
+        return apply_overlay(pod, self.overlay) if self.overlay else pod
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ store contract tests and ``tests/unit/test_kubernetes_store.py`` compares (see
 
 Three kinds of grant: a Role in BFM's namespace (``namespaced`` and ``namespace`` ""), a
 Role in another namespace (the node Leases in ``kube-node-lease``), and a ClusterRole for
-cluster-scoped resources (Nodes).
+cluster-scoped resources (Nodes). Two service accounts: the site processes' (``SITE``), and
+the reference backbone's component pods' (``COMPONENTS``), which only read the ownership
+documents through the store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ApiUse:
     used_by: str  # the module that sends these requests
     why: str
     namespace: str = ""  # the Role's namespace: "" is BFM's own
+    account: str = "site"  # whose service account: SITE or COMPONENTS
 
     @property
     def group_resource(self) -> str:
@@ -43,7 +46,10 @@ class ApiUse:
 _STORE_VERBS = ("get", "list", "create", "update", "delete")
 STORE_MODULE = "failover.adapters.kubernetes_store"
 PLATFORM_MODULE = "failover.adapters.kubernetes_platform"
+COMPONENT_MODULE = "failover.workload.component_process"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+SITE = "site"
+COMPONENTS = "components"
 
 KUBERNETES_API_USE: tuple[ApiUse, ...] = (
     ApiUse(
@@ -95,33 +101,66 @@ KUBERNETES_API_USE: tuple[ApiUse, ...] = (
         why="the kubelets' node Leases: a node whose Lease stops changing is unreachable",
         namespace=NODE_LEASE_NAMESPACE,
     ),
+    ApiUse(
+        group=COORDINATION_GROUP,
+        resource="leases",
+        verbs=("list",),
+        namespaced=True,
+        used_by=COMPONENT_MODULE,
+        why="opening the store: one list (limit 1) proves the Leases API answers",
+        account=COMPONENTS,
+    ),
+    ApiUse(
+        group=CORE_GROUP,
+        resource="configmaps",
+        verbs=("list",),
+        namespaced=True,
+        used_by=COMPONENT_MODULE,
+        why="the ownership documents, one list a poll: the epochs the modules check, the "
+        "router's owners",
+        account=COMPONENTS,
+    ),
 )
 
 
 def allowed(
-    group: str, resource: str, verb: str, *, namespaced: bool = True, namespace: str = ""
+    group: str,
+    resource: str,
+    verb: str,
+    *,
+    namespaced: bool = True,
+    namespace: str = "",
+    account: str = SITE,
 ) -> bool:
-    """Whether ``verb`` on ``resource`` of ``group`` is in ``KUBERNETES_API_USE`` (in
+    """Whether ``verb`` on ``resource`` of ``group`` is granted to ``account`` (in
     ``namespace``, "" for BFM's own, when ``namespaced``)."""
     return any(
-        use.group == group
-        and use.resource == resource
-        and verb in use.verbs
-        and use.namespaced == namespaced
-        and (not namespaced or use.namespace == namespace)
-        for use in KUBERNETES_API_USE
+        use.group == group and use.resource == resource and verb in use.verbs
+        for use in _uses(namespaced=namespaced, namespace=namespace, account=account)
     )
 
 
 def role_rules(
-    *, namespaced: bool = True, namespace: str = "", used_by: str | None = None
+    *,
+    namespaced: bool = True,
+    namespace: str = "",
+    used_by: str | None = None,
+    account: str = SITE,
 ) -> list[dict[str, Any]]:
-    """The ``rules`` of a Role in ``namespace`` ("" BFM's own; ``namespaced``) or of the
-    ClusterRole, granting exactly the list (of one module, with ``used_by``)."""
+    """The ``rules`` of ``account``'s Role in ``namespace`` ("" BFM's own; ``namespaced``)
+    or of its ClusterRole, granting exactly the list (of one module, with ``used_by``)."""
     return [
         {"apiGroups": [use.group], "resources": [use.resource], "verbs": list(use.verbs)}
+        for use in _uses(namespaced=namespaced, namespace=namespace, account=account)
+        if used_by in (None, use.used_by)
+    ]
+
+
+def _uses(*, namespaced: bool, namespace: str, account: str) -> list[ApiUse]:
+    return [
+        use
         for use in KUBERNETES_API_USE
-        if use.namespaced == namespaced
+        if use.account == account
+        and use.namespaced == namespaced
         and (not namespaced or use.namespace == namespace)
-        and used_by in (None, use.used_by)
     ]

@@ -9,7 +9,9 @@ instead of local processes. Options, each at most once:
 - ``image=REPOSITORY``: the component image, tagged with the version (default
   ``ghcr.io/hemisphere/bfm``);
 - ``name=NAME``: the platform's label value, so that several BFM installations can share
-  a namespace (default ``bfm``).
+  a namespace (default ``bfm``);
+- ``template=PATH``: a pod template file whose fields are added to every component pod
+  (security context, resources, volumes, the grants URL: ``kubernetes_pod_overlay``).
 
 A malformed URL, or no Kubernetes API configured, raises
 :class:`failover.adapters.store_url.StoreUrlError` naming the problem and the fix.
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from failover.adapters import kubernetes_objects as kube
 from failover.adapters.store_url import (
@@ -33,8 +36,8 @@ from failover.ports import Clock
 if TYPE_CHECKING:
     from failover.adapters.kubernetes_platform import KubernetesPlatform
 
-USAGE = "use kubernetes://NAMESPACE[?context=NAME][&image=REPOSITORY][&name=NAME]"
-_OPTIONS = ("context", "image", "name")
+USAGE = "use kubernetes://NAMESPACE[?context=NAME][&image=REPOSITORY][&name=NAME][&template=PATH]"
+_OPTIONS = ("context", "image", "name", "template")
 
 
 def parse_platform_url(url: str) -> tuple[str, dict[str, str]]:
@@ -52,6 +55,28 @@ def parse_platform_url(url: str) -> tuple[str, dict[str, str]]:
     if "name" in options and (problem := kube.instance_problem(options["name"])):
         raise StoreUrlError(f"bfm: bad name {options['name']!r} in {url!r}: {problem}")
     return namespace, options
+
+
+def check_platform_url(url: str) -> None:
+    """StoreUrlError when ``url`` is malformed or its pod template file is unusable."""
+    _, options = parse_platform_url(url)
+    _overlay(url, options.get("template"))
+
+
+def _overlay(url: str, path: str | None) -> dict[str, Any]:
+    """The checked pod template file ``template=`` names ({} without one): every clash with
+    what the platform sets is found now, before any pod is made."""
+    if not path:
+        return {}
+    from failover.adapters import kubernetes_pods as pods  # noqa: PLC0415 (slow client import)
+    from failover.adapters.kubernetes_pod_overlay import load_overlay  # noqa: PLC0415
+
+    try:
+        overlay = load_overlay(Path(path))
+        pods.PodTemplate(overlay=overlay).body("bfm-a-x-000000", "a", "x", "0", serving=True)
+    except ValueError as err:
+        raise StoreUrlError(f"bfm: template= of {url!r}: {err}") from None
+    return overlay
 
 
 def open_platform(
@@ -77,6 +102,7 @@ def open_platform(
         platform=options.get("name", "bfm"),
         image=options.get("image", pods.DEFAULT_IMAGE),
         extra_args=extra_args,
+        overlay=_overlay(url, options.get("template")),
     )
     return KubernetesPlatform(
         configuration,

@@ -59,6 +59,15 @@ def run(
         str | None,
         typer.Option(help="Publish what this site may serve here, for its router and modules."),
     ] = None,
+    grants_listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BFM_GRANTS_LISTEN",
+            help="Also serve what this site may serve over HTTP on HOST:PORT (GET /grants), "
+            "for components that share no files or clock with this process (pods: "
+            "`bfm component run --grants-url`).",
+        ),
+    ] = None,
     license_dir: Annotated[
         str | None,
         typer.Option(
@@ -83,13 +92,13 @@ def run(
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
     from failover.core.quorum import LeaseTiming
     from failover.core.topology import default_topology
-    from failover.runtime.audit_log import AUDIT_LOG_ENV, locate_audit_log
-    from failover.runtime.heartbeats import parse_peer
+    from failover.runtime.audit_log import locate_audit_log
     from failover.runtime.site_process import SiteSettings
     from failover.telemetry import configure_process, shutdown_process
 
     site = site.lower()
     _check_platform(platform)
+    grants_bind = _grants_listen(grants_listen)
     probes = None
     components_dir = None  # a worker site of a run directory runs its own components
     if run_dir is not None:
@@ -103,10 +112,7 @@ def run(
         raise UsageError(f"--site {site!r} is not one of {', '.join(topology.site_names)}")
     if run_dir is not None and topology.is_worker(site):
         components_dir = Path(run_dir)
-    try:
-        peers = {p.site: p for p in (parse_peer(text) for text in peer or [])}
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    peers = _peers(peer)
     stop_after_s = parse_duration_s(duration) if duration else None
     try:
         # A store call outliving half the renew deadline is given up, so one member that
@@ -128,10 +134,7 @@ def run(
         run_dir=Path(run_dir) if run_dir else None, store_url=store, environ=os.environ
     )
     if audit_log is None:
-        logging.getLogger("bfm.audit").warning(
-            f"controller decisions are not audited: no audit log for the store {store} "
-            f"(pass --run-dir DIR or set {AUDIT_LOG_ENV}=PATH)"
-        )
+        _warn_not_audited(store)
     settings = SiteSettings(
         site=site,
         audit_log=audit_log,
@@ -142,6 +145,7 @@ def run(
         peers=peers,
         fencing_enabled=not fencing_disabled(),
         grants_file=Path(grants_file) if grants_file else None,
+        grants_listen=grants_bind,
     )
     try:
         items_file = Path(run_dir) / f"site-items-{site}.json" if run_dir is not None else None
@@ -323,15 +327,43 @@ def _metrics_listen(environ: Mapping[str, str]) -> tuple[str, int]:
         ) from None
 
 
+def _peers(texts: list[str] | None) -> dict[str, Any]:
+    """The ``--peer SITE=HOST:PORT`` options by site (a usage error when malformed)."""
+    from failover.runtime.heartbeats import parse_peer
+
+    try:
+        return {p.site: p for p in (parse_peer(text) for text in texts or [])}
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _warn_not_audited(store: str) -> None:
+    from failover.runtime.audit_log import AUDIT_LOG_ENV
+
+    logging.getLogger("bfm.audit").warning(
+        f"controller decisions are not audited: no audit log for the store {store} "
+        f"(pass --run-dir DIR or set {AUDIT_LOG_ENV}=PATH)"
+    )
+
+
+def _grants_listen(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    try:
+        return _host_port(text)
+    except UsageError:
+        raise UsageError(f"--grants-listen {text!r} is not HOST:PORT, e.g. 0.0.0.0:9465") from None
+
+
 def _check_platform(url: str | None) -> None:
     """A usage error (exit 2) for a malformed ``--platform``, before anything starts."""
-    from failover.adapters.platform_url import parse_platform_url
+    from failover.adapters.platform_url import check_platform_url
     from failover.adapters.store_url import StoreUrlError
 
     if url is None:
         return
     try:
-        parse_platform_url(url)
+        check_platform_url(url)
     except StoreUrlError as err:
         raise UsageError(f"--platform: {str(err).removeprefix('bfm: ')}") from None
 

@@ -50,6 +50,23 @@ def component_run(
             "every message once it is ready)."
         ),
     ] = DEFAULT_VERSION,
+    grants_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BFM_GRANTS_URL",
+            help="Read the site's grants from its site process over HTTP "
+            "(http://HOST:PORT/grants, `bfm site run --grants-listen`) instead of the run "
+            "directory's grants file: for pods, which share no files or clock with it.",
+        ),
+    ] = None,
+    bind_host: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BFM_BIND_HOST",
+            help="Listen on this host (e.g. 0.0.0.0 in a pod) instead of the one "
+            "endpoints.json names, which stays the address others connect to.",
+        ),
+    ] = None,
 ) -> None:
     """Run one module (and, for backbone, the site's router) until SIGTERM/SIGINT."""
     from failover.adapters.store_url import open_store
@@ -60,6 +77,11 @@ def component_run(
         check_version(version)
     except ValueError as err:
         raise UsageError(f"--version: {err}") from None
+    if grants_url is not None and not _is_http_url(grants_url):
+        raise UsageError(
+            f"--grants-url {grants_url!r} is not an http:// URL; "
+            "give the site process's, e.g. http://bfm-site-a:9465/grants"
+        )
     endpoints = _endpoints(run_dir)
     site = site.lower()
     mine = endpoints.sites.get(site)
@@ -79,9 +101,21 @@ def component_run(
             store=store,
             fencing_enabled=not fencing_disabled(),
             version=version,
+            grants_url=grants_url,
+            bind_host=bind_host or None,
         )
     finally:
         store.close()
+
+
+def _is_http_url(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def produce(

@@ -10,7 +10,6 @@ nothing keeps running.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -26,7 +25,8 @@ from failover.core.topology import Topology, default_topology
 from failover.core.versions import ComponentHealth
 from failover.ports import Clock, CoordinationStore, Dongle, NodeIsolation
 from failover.runtime.controller import ControllerRuntime
-from failover.runtime.grants import publish
+from failover.runtime.grants import Grants, publish
+from failover.runtime.grants_http import GrantsBoard, GrantsServer
 from failover.runtime.heartbeats import HeartbeatChannel, Peer
 from failover.runtime.license_keeper import DonglePublisher, LicenseKeeper, LicensePolicy
 from failover.runtime.site_agent import SiteAgentRuntime
@@ -53,6 +53,7 @@ class SiteSettings:
     peers: Mapping[str, Peer] = field(default_factory=dict)
     fencing_enabled: bool = True
     grants_file: Path | None = None  # where to publish this site's grants for its components
+    grants_listen: tuple[str, int] | None = None  # serve them over HTTP too (pods)
     versions_interval_s: float = 0.5  # how often the site reconciles and reports versions
     license: LicensePolicy | None = None  # None: licensing not configured (nothing judged)
     license_interval_s: float = 1.0  # how often the dongle is read and the license judged
@@ -96,6 +97,12 @@ class SiteProcess:
         self.errors = 0
         self.exit_code = 0  # EXIT_REBOOT after an OS update: start the site again
         s = settings
+        self.grants_board = GrantsBoard()
+        self.grants_server = (
+            GrantsServer(self.grants_board, bind=s.grants_listen, monotonic=clock.monotonic)
+            if s.grants_listen is not None
+            else None
+        )
         self.agent: SiteAgentRuntime | None = None
         if s.topology.is_worker(s.site):
             self.agent = SiteAgentRuntime(
@@ -108,9 +115,7 @@ class SiteProcess:
                 probe=probe,
                 exited=exited,
                 fencing_enabled=s.fencing_enabled,
-                publish_grants=(
-                    functools.partial(publish, s.grants_file) if s.grants_file else None
-                ),
+                publish_grants=self._publish_grants if self._publishes_grants else None,
             )
         self.controller = ControllerRuntime(
             s.site,
@@ -176,6 +181,8 @@ class SiteProcess:
         if self.supervisor is not None:
             self.supervisor.start()
         self.heartbeats.start()
+        if self.grants_server is not None:
+            self.grants_server.start()
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("controller", s.controller_interval_s, self._controller_tick),
             ("heartbeats", s.timing.heartbeat_interval_s, self.heartbeats.ping_all),
@@ -219,6 +226,8 @@ class SiteProcess:
         for thread in self._threads:
             thread.join(timeout=5.0)
         self.heartbeats.close()
+        if self.grants_server is not None:
+            self.grants_server.close()
         log.info("site stopped", extra={"event": "stopped", "site": self.settings.site})
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -263,6 +272,16 @@ class SiteProcess:
             return None
         return self.clock.monotonic() - heard_s <= self.settings.timing.renew_deadline_s
 
+    @property
+    def _publishes_grants(self) -> bool:
+        return self.settings.grants_file is not None or self.grants_server is not None
+
+    def _publish_grants(self, grants: Grants) -> None:
+        """Hand the grants to the site's components: the file, and the board served."""
+        if self.settings.grants_file is not None:
+            publish(self.settings.grants_file, grants)
+        self.grants_board.publish(grants)
+
     def _renew(self) -> None:
         assert self.agent is not None
         with self._lock:
@@ -277,9 +296,9 @@ class SiteProcess:
             session = self.agent.agent.session
             # a fenced site, and one an operator (or an update) drained, take no clients
             serving = not self.agent.agent.fenced and not self.versions.drained
-            grants = self.agent.grants() if self.settings.grants_file else None
-        if grants is not None and self.settings.grants_file is not None:
-            publish(self.settings.grants_file, grants)
+            grants = self.agent.grants() if self._publishes_grants else None
+        if grants is not None:
+            self._publish_grants(grants)
         self._route(serving=serving)
         for component in sorted(set(before) ^ set(after)):
             up = component in after

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from opentelemetry.trace import SpanKind, Tracer
 
@@ -36,7 +37,8 @@ from failover.core.fencing import EpochFence, Ownership
 from failover.core.versions import DEFAULT_VERSION
 from failover.ports import CoordinationStore, StoreError
 from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
-from failover.runtime.grants import GrantsReader, grants_path
+from failover.runtime.grants import Grants, GrantsReader, grants_path
+from failover.runtime.grants_http import GrantsFetcher
 from failover.workload.cpu_hog import CpuHog
 from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
@@ -58,10 +60,18 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
+class GrantsSource(Protocol):
+    """Where a component reads its site's grants: the file, or the site over HTTP."""
+
+    def current(self) -> Grants: ...
+
+    def epoch(self, component: str, index: int) -> tuple[int, float] | None: ...
+
+
 class CachedGrants:
     """A site's grants as of the last refresh (the module's admission view)."""
 
-    def __init__(self, reader: GrantsReader, monotonic: Callable[[], float]) -> None:
+    def __init__(self, reader: GrantsSource, monotonic: Callable[[], float]) -> None:
         self.reader, self._monotonic = reader, monotonic
         self.current = reader.current()
         self.read_at_s = monotonic()
@@ -233,7 +243,13 @@ async def serve(
     fencing_enabled: bool,
     stop: asyncio.Event,
     version: str = DEFAULT_VERSION,
+    grants_url: str | None = None,
+    bind_host: str | None = None,
 ) -> None:
+    """Serve until ``stop``. ``grants_url``: read the grants from the site process over
+    HTTP (``failover.runtime.grants_http``) instead of the run directory's file;
+    ``bind_host``: listen there instead of on the host endpoints.json names (a pod binds
+    0.0.0.0 while its Service name is the address others use)."""
     endpoints = Endpoints.load(run_dir)
     mine = endpoints.sites[site]
     components = tuple(sorted(mine.modules))
@@ -242,14 +258,14 @@ async def serve(
     watch = OwnershipWatch(store, components, interval_s=interval_s)
     watch.start()
     fence = EpochFence(enforce=fencing_enabled)
-    path = grants_path(run_dir, site)
-    cached = CachedGrants(GrantsReader(path, monotonic=time.monotonic), time.monotonic)
+    fresh, fetcher = await _grants_source(grants_url, grants_path(run_dir, site))
+    cached = CachedGrants(fresh, time.monotonic)
     module = ModuleService(
         component,
         ledger=Ledger(run_dir / f"ledger-{site}-{component}.db", site=site),
         fence=fence,
         grants=cached.epoch,
-        grants_now=GrantsReader(path, monotonic=time.monotonic).epoch,
+        grants_now=fresh.epoch,
         after_batch=cached.refresh_if_old,
         monotonic=time.monotonic,
         wall=time.time,
@@ -258,7 +274,9 @@ async def serve(
         version=version,
     )
     tls = tls_from_env(os.environ)  # TlsConfigError (a ValueError) before anything listens
-    await module.start(*mine.modules[component], tls=tls.server_context() if tls else None)
+    await module.start(
+        *_bind(bind_host, mine.modules[component]), tls=tls.server_context() if tls else None
+    )
     router = None
     if routes and mine.router is not None:
         router = Router(
@@ -269,7 +287,9 @@ async def serve(
             tls=tls.client_context() if tls else None,
         )
         module.health_parts.append(router.health)  # the site's ping reports the process
-        await router.start(*mine.router, tls=tls.server_context() if tls else None)
+        await router.start(
+            *_bind(bind_host, mine.router), tls=tls.server_context() if tls else None
+        )
 
     workers = tuple(sorted(s for s, e in endpoints.sites.items() if e.modules))
     notices = DecisionNotices(site, component, routes=router is not None, sites=workers)
@@ -294,7 +314,26 @@ async def serve(
         await router.close()
     await module.close()
     watch.stop()
+    if fetcher is not None:
+        fetcher.stop()
     module.ledger.close()
+
+
+async def _grants_source(
+    grants_url: str | None, path: Path
+) -> tuple[GrantsSource, GrantsFetcher | None]:
+    """The grants fresh from their source: the site process over HTTP (asked every 0.1 s
+    in the background, the first answer awaited), else the grants file."""
+    if grants_url is None:
+        return GrantsReader(path, monotonic=time.monotonic), None
+    fetcher = GrantsFetcher(grants_url, monotonic=time.monotonic)
+    await asyncio.to_thread(fetcher.start)
+    return fetcher, fetcher
+
+
+def _bind(host: str | None, address: tuple[str, int]) -> tuple[str, int]:
+    """Where to listen: ``host`` (when given) on the port endpoints.json names."""
+    return (host or address[0], address[1])
 
 
 def start_telemetry(component: str, site: str, run_dir: Path | None, *, instance: str = "") -> bool:
@@ -316,6 +355,8 @@ def run(
     store: CoordinationStore,
     fencing_enabled: bool,
     version: str = DEFAULT_VERSION,
+    grants_url: str | None = None,
+    bind_host: str | None = None,
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -333,6 +374,8 @@ def run(
             fencing_enabled=fencing_enabled,
             stop=stop,
             version=version,
+            grants_url=grants_url,
+            bind_host=bind_host,
         )
 
     started = start_telemetry(component, site, run_dir)

@@ -25,6 +25,7 @@ from support.kube_double import ApiRequest, Fault, KubeApiDouble
 
 from failover.adapters import kubernetes_objects as objects
 from failover.adapters.kubernetes_rbac import (
+    COMPONENTS,
     KUBERNETES_API_USE,
     STORE_MODULE,
     allowed,
@@ -39,6 +40,7 @@ from failover.runtime.documents import (
     lease_key,
     ownership_key,
 )
+from failover.workload.component_process import OwnershipWatch
 
 # Ceilings only catch hangs: several times what the timeouts allow.
 HANG_CEILING_S = 10.0
@@ -379,6 +381,43 @@ def test_the_store_uses_exactly_the_verbs_and_resources_in_the_rbac_list(
     assert used == listed  # nothing outside the list, and nothing in it unused
     assert all(allowed(group or "", resource or "", verb) for verb, group, resource in used)
     assert not allowed("", "configmaps", "patch")
+
+
+def test_a_component_pod_uses_exactly_the_components_rows_of_the_rbac_list(
+    double: KubeApiDouble, namespace: str
+) -> None:
+    """A reference backbone pod opens the store and watches ownership: its own service
+    account's Role (``account=COMPONENTS``) is all it needs, and all of it is used."""
+    writer = KubernetesStore(double.configuration(), namespace=namespace)
+    writer.create(ownership_key("eap"), {"v": 1})
+    before = len(double.requests())
+    reader = KubernetesStore(double.configuration(), namespace=namespace)
+    watch = OwnershipWatch(reader, ("eap", "eep"), interval_s=0.05)
+    watch.start()
+    try:
+        for _ in range(100):  # bounded: 100 x 50 ms
+            if watch.polls >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        watch.stop()
+        reader.close()
+        writer.close()
+    assert watch.polls >= 2
+    used = _uses(double.requests()[before:])
+    listed = {
+        (v, u.group, u.resource)
+        for u in KUBERNETES_API_USE
+        if u.account == COMPONENTS
+        for v in u.verbs
+    }
+    assert used == listed
+    assert all(
+        allowed(group or "", resource or "", verb, account=COMPONENTS)
+        for verb, group, resource in used
+    )
+    assert not allowed("", "configmaps", "get", account=COMPONENTS)  # never asked for
+    assert not allowed("", "pods", "create", account=COMPONENTS)
 
 
 def test_the_rbac_list_renders_as_role_rules() -> None:
