@@ -6,35 +6,26 @@ dashboards, alert rules and collector configs carried whole."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import helm_python
 import pytest
 import yaml
+from support.chart_render import (
+    CHART,
+    ROOT,
+    VM_CPU_M,
+    VM_MEMORY_B,
+    cpu_m,
+    memory_b,
+    of_kind,
+    render,
+)
 
 from failover.adapters.kubernetes_rbac import NODE_LEASE_NAMESPACE, role_rules
 from failover.dashboards_build import build_all
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "bfm"
-VM_CPU_M = 2000  # the datasheet's site VM: 2 vCPU, 10 GB
-VM_MEMORY_B = 10 * 10**9
 ALL_ON = {"backbone": {"enabled": True}, "logstore": {"enabled": True}}
 WORKLOADS = ("Deployment", "DaemonSet", "StatefulSet")
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    rendered = helm_python.Chart.load(CHART).render(
-        values or {}, name="bfm", namespace="bfm", is_install=True
-    )
-    return [
-        doc
-        for name, text in sorted(rendered.items())
-        if not name.endswith("NOTES.txt")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +38,12 @@ def all_on() -> list[dict[str, Any]]:
     return render(ALL_ON)
 
 
-def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
 def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {
         f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
         for o in objects
         if o["kind"] in WORKLOADS
     }
-
-
-def cpu_m(text: str | int) -> int:
-    text = str(text)
-    return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
-
-
-def memory_b(text: str) -> int:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 # -- RBAC ----------------------------------------------------------------------------------
@@ -169,7 +143,10 @@ def test_the_backbone_runs_through_the_platform_only_when_enabled(
         return list(spec["containers"][0]["args"])
 
     assert not any(a.startswith("--platform") for a in args(default))
-    assert "--platform=kubernetes://bfm?image=ghcr.io/hemisphere/bfm&name=bfm" in args(all_on)
+    assert (
+        "--platform=kubernetes://bfm?image=ghcr.io/hemisphere/bfm&name=bfm"
+        "&template=/etc/bfm/pod-template/pod-template.yaml"
+    ) in args(all_on)
     services = of_kind(all_on, "Service")
     for site in ("a", "b"):
         assert services[f"bfm-backbone-{site}"]["spec"]["selector"] == {
