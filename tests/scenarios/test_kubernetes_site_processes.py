@@ -6,18 +6,26 @@ Their components are pods, which the kubelet double (``tests/support/kubelet_dou
 runs as real ``python -m failover component run`` processes on the nodes of zones A, B
 and W. Real UDP heartbeats on 127.0.0.1. Times are bounded by generous ceilings only.
 
-One run: the sites place every component evenly with every pod running; a component's
-container killed with -9 is restarted by its site's supervisor as a new pod; site a's
-node loses power (its processes die, its node Lease stops) and the node-lifecycle
-controller marks it NotReady: b takes every shard, then the leader puts the
-out-of-service taint on a's node and a's pods are deleted; power back: the taint comes off,
-a's site process starts again and gets its half back.
+The pods work as the chart runs them: a pod template file (``template=``) gives each pod
+BFM_GRANTS_URL, and the site processes serve their grants over HTTP (``--grants-listen``)
+while their grants files are written where no pod looks: a pod admits work only under
+grants it asked its site process for.
+
+One run: the sites place every component evenly with every pod running; a producer's
+messages through site a's router are all acknowledged (the checker: nothing lost, no stale
+epoch accepted); a component's container killed with -9 is restarted by its site's
+supervisor as a new pod; site a's node loses power (its processes die, its node Lease
+stops) and the node-lifecycle controller marks it NotReady: b takes every shard, then the
+leader puts the out-of-service taint on a's node and a's pods are deleted; power back: the
+taint comes off, a's site process starts again and gets its half back.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +43,7 @@ from failover.adapters.kubernetes_pods import (
     SITE_LABEL,
 )
 from failover.adapters.kubernetes_store import KubernetesStore
+from failover.chaos.run_check import judge
 from failover.core.fencing import Ownership
 from failover.core.topology import default_topology
 from failover.runtime.documents import ownership_key
@@ -71,6 +80,26 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.store = KubernetesStore(double.configuration(), namespace=NAMESPACE)
         self.core = client.CoreV1Api(client.ApiClient(double.configuration()))
+        self.grants_ports = {site: free_port() for site in TOPOLOGY.workers}
+
+    def platform_url(self, site: str) -> str:
+        """The platform with a pod template as the chart's: the grants over HTTP."""
+        if site not in self.grants_ports:
+            return f"kubernetes://{NAMESPACE}"
+        template = self.tmp / f"pod-template-{site}.json"
+        url = f"http://127.0.0.1:{self.grants_ports[site]}/grants"
+        env = [{"name": "BFM_GRANTS_URL", "value": url}]
+        template.write_text(json.dumps({"spec": {"containers": [{"env": env}]}}))
+        return f"kubernetes://{NAMESPACE}?template={template}"
+
+    def grants_options(self, site: str) -> list[str]:
+        """Grants served over HTTP; the file where no pod looks for it."""
+        if site not in self.grants_ports:
+            return []
+        return [
+            f"--grants-listen=127.0.0.1:{self.grants_ports[site]}",
+            f"--grants-file={self.tmp / f'elsewhere-grants-{site}.json'}",
+        ]
 
     def start(self, site: str) -> None:
         with (self.tmp / f"site-{site}.log").open("ab") as log:
@@ -83,7 +112,8 @@ class Cluster:
                     "run",
                     f"--site={site}",
                     f"--run-dir={self.run_dir}",
-                    f"--platform=kubernetes://{NAMESPACE}",
+                    f"--platform={self.platform_url(site)}",
+                    *self.grants_options(site),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -148,6 +178,37 @@ class Cluster:
         return any(t.key == OUT_OF_SERVICE_TAINT["key"] for t in taints)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def produce(cluster: Cluster, *, rate: int, duration_s: int) -> dict[str, int]:
+    """A producer through site a's router for ``duration_s``; its stats."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "failover",
+            "produce",
+            f"--run-dir={cluster.run_dir}",
+            f"--rate={rate}",
+            f"--duration={duration_s}s",
+            "--site=a",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        timeout=CEILING_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats: dict[str, int] = json.loads(done.stdout)
+    return stats
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     double = KubeApiDouble().start()
@@ -179,6 +240,14 @@ def test_sites_run_their_components_as_pods_and_survive_a_node_loss(cluster: Clu
         )
     except AssertionError:
         raise AssertionError(f"site a's log:\n{cluster.log('a')}") from None
+    # The pods admit work under the grants they ask their site processes for.
+    assert not list(cluster.run_dir.glob("grants-*.json"))  # no file for them to read
+    stats = produce(cluster, rate=100, duration_s=4)
+    report = judge(cluster.run_dir)
+    print(json.dumps({"producer": stats, "report": report.to_json()}))
+    assert stats["sent"] == stats["acked"] > 200
+    assert report.acked == stats["acked"] and report.acked_lost == 0
+    assert report.stale_epoch_accepts == 0 and report.violations == []
     # A crashed container: its site's supervisor starts a new pod.
     crashed = cluster.running_pods("a")["eap"]
     pid = cluster.kubelet.pid(crashed)
