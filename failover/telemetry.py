@@ -22,6 +22,7 @@ Who exports what (so each series has one source):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from opentelemetry import trace
@@ -51,6 +52,22 @@ def targets_file(run_dir: Path, site: str, component: str, instance: str = "") -
     ``instance`` tells apart several processes of one component at one site."""
     suffix = f"-{instance}" if instance else ""
     return run_dir / "targets" / f"{site}-{component}{suffix}.json"
+
+
+METRICS_LISTEN_ENV = "BFM_METRICS_LISTEN"
+
+
+def metrics_listen_from_env(environ: Mapping[str, str]) -> tuple[str, int]:
+    """Where /metrics listens: ``BFM_METRICS_LISTEN=HOST:PORT`` (a pod exposes it to its
+    ServiceMonitor), else an ephemeral port on 127.0.0.1 (announced in the run directory);
+    ValueError naming the variable and an example when it is malformed."""
+    text = environ.get(METRICS_LISTEN_ENV, "")
+    if not text:
+        return ("127.0.0.1", 0)
+    host, colon, port = text.rpartition(":")
+    if not (colon and host and port.isdigit() and 0 <= int(port) < 65536):
+        raise ValueError(f"{METRICS_LISTEN_ENV}={text!r} is not HOST:PORT, e.g. 0.0.0.0:9464")
+    return host, int(port)
 
 
 def configure_process(

@@ -15,8 +15,6 @@ import typer
 from failover.cli.durations import parse_duration_s
 from failover.cli.errors import UsageError
 
-METRICS_LISTEN_ENV = "BFM_METRICS_LISTEN"
-
 site_app = typer.Typer(help="Run and inspect one site's BFM process.", no_args_is_help=True)
 
 
@@ -314,17 +312,12 @@ def _run_until_stopped(
 
 
 def _metrics_listen(environ: Mapping[str, str]) -> tuple[str, int]:
-    """Where /metrics listens: ``BFM_METRICS_LISTEN=HOST:PORT`` (a pod exposes it to its
-    ServiceMonitor), else an ephemeral port on 127.0.0.1 (announced in the run directory)."""
-    text = environ.get(METRICS_LISTEN_ENV, "")
-    if not text:
-        return ("127.0.0.1", 0)
+    from failover.telemetry import metrics_listen_from_env
+
     try:
-        return _host_port(text)
-    except UsageError:
-        raise UsageError(
-            f"{METRICS_LISTEN_ENV}={text!r} is not HOST:PORT, e.g. 0.0.0.0:9464"
-        ) from None
+        return metrics_listen_from_env(environ)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _peers(texts: list[str] | None) -> dict[str, Any]:

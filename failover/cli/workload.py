@@ -71,6 +71,7 @@ def component_run(
     """Run one module (and, for backbone, the site's router) until SIGTERM/SIGINT."""
     from failover.adapters.store_url import open_store
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
+    from failover.telemetry import metrics_listen_from_env
     from failover.workload import component_process
 
     try:
@@ -82,6 +83,10 @@ def component_run(
             f"--grants-url {grants_url!r} is not an http:// URL; "
             "give the site process's, e.g. http://bfm-site-a:9465/grants"
         )
+    try:
+        metrics_listen = metrics_listen_from_env(os.environ)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     endpoints = _endpoints(run_dir)
     site = site.lower()
     mine = endpoints.sites.get(site)
@@ -103,7 +108,10 @@ def component_run(
             version=version,
             grants_url=grants_url,
             bind_host=bind_host or None,
+            metrics_listen=metrics_listen,
         )
+    except component_process.ListenError as err:
+        raise UsageError(str(err)) from None
     finally:
         store.close()
 

@@ -22,9 +22,10 @@ import logging
 import os
 import re
 import signal
+import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -274,9 +275,8 @@ async def serve(
         version=version,
     )
     tls = tls_from_env(os.environ)  # TlsConfigError (a ValueError) before anything listens
-    await module.start(
-        *_bind(bind_host, mine.modules[component]), tls=tls.server_context() if tls else None
-    )
+    server_tls = tls.server_context() if tls else None
+    await _listen(module.start, component, _bind(bind_host, mine.modules[component]), server_tls)
     router = None
     if routes and mine.router is not None:
         router = Router(
@@ -287,9 +287,7 @@ async def serve(
             tls=tls.client_context() if tls else None,
         )
         module.health_parts.append(router.health)  # the site's ping reports the process
-        await router.start(
-            *_bind(bind_host, mine.router), tls=tls.server_context() if tls else None
-        )
+        await _listen(router.start, "router", _bind(bind_host, mine.router), server_tls)
 
     workers = tuple(sorted(s for s, e in endpoints.sites.items() if e.modules))
     notices = DecisionNotices(site, component, routes=router is not None, sites=workers)
@@ -331,15 +329,46 @@ async def _grants_source(
     return fetcher, fetcher
 
 
+class ListenError(ValueError):
+    """A module or router cannot listen where it was told (the message names the fix)."""
+
+
+async def _listen(
+    start: Callable[..., Awaitable[tuple[str, int]]],
+    what: str,
+    address: tuple[str, int],
+    tls: ssl.SSLContext | None,
+) -> None:
+    try:
+        await start(*address, tls=tls)
+    except OSError as err:  # unresolvable name, not this host's address, port taken
+        host, port = address
+        raise ListenError(
+            f"the {what} cannot listen on {host}:{port} ({err.strerror or err}): "
+            "endpoints.json names where others reach it; in a pod, listen on every address "
+            "with --bind-host 0.0.0.0 (BFM_BIND_HOST), and check no other process has the port"
+        ) from None
+
+
 def _bind(host: str | None, address: tuple[str, int]) -> tuple[str, int]:
     """Where to listen: ``host`` (when given) on the port endpoints.json names."""
     return (host or address[0], address[1])
 
 
-def start_telemetry(component: str, site: str, run_dir: Path | None, *, instance: str = "") -> bool:
+def start_telemetry(
+    component: str,
+    site: str,
+    run_dir: Path | None,
+    *,
+    instance: str = "",
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 0),
+) -> bool:
     """``bfm_observe.configure`` for this process (``failover.telemetry.configure_process``:
-    metrics announced in the run directory's ``targets/``); False when it did nothing."""
-    return telemetry.configure_process(component, site, run_dir, instance=instance)
+    metrics at ``metrics_listen``, announced in the run directory's ``targets/``); False
+    when it did nothing."""
+    return telemetry.configure_process(
+        component, site, run_dir, instance=instance, metrics_listen=metrics_listen
+    )
 
 
 def stop_telemetry(started: bool) -> None:
@@ -357,6 +386,7 @@ def run(
     version: str = DEFAULT_VERSION,
     grants_url: str | None = None,
     bind_host: str | None = None,
+    metrics_listen: tuple[str, int] = ("127.0.0.1", 0),
 ) -> None:
     async def main() -> None:
         stop = asyncio.Event()
@@ -378,7 +408,7 @@ def run(
             bind_host=bind_host,
         )
 
-    started = start_telemetry(component, site, run_dir)
+    started = start_telemetry(component, site, run_dir, metrics_listen=metrics_listen)
     try:
         asyncio.run(main())
     finally:

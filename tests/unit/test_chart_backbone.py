@@ -187,3 +187,33 @@ def test_a_worker_site_with_its_components_fits_the_site_vm(
         memory = sum(memory_b(c["resources"]["limits"]["memory"]) for c in containers)
         assert cpu <= VM_CPU_M // 2, f"site {site} requests {cpu}m of {VM_CPU_M}m"
         assert memory <= VM_MEMORY_B // 4, f"site {site} may use {memory} B"
+
+
+def test_prometheus_scrapes_every_component_pod(chart: list[dict[str, Any]]) -> None:
+    monitor = of_kind(chart, "ServiceMonitor")["bfm-components"]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    selected = {
+        name: service
+        for name, service in of_kind(chart, "Service").items()
+        if wanted.items() <= service["metadata"]["labels"].items()
+    }
+    components = default_topology().components
+    assert set(selected) == {f"bfm-{s}-{c}" for s in WORKERS for c in components}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    policy = of_kind(chart, "NetworkPolicy")["bfm-components"]["spec"]["ingress"]
+    for site in WORKERS:
+        for pod in component_pods(chart, site):
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            port = int(env["BFM_METRICS_LISTEN"].rsplit(":", 1)[1])
+            component = pod["metadata"]["labels"][pods.COMPONENT_LABEL]
+            service = selected[f"bfm-{site}-{component}"]["spec"]
+            by_name = {p["name"]: p for p in service["ports"]}
+            assert by_name[endpoint["port"]]["targetPort"] == port
+            assert service["selector"].items() <= pod["metadata"]["labels"].items()
+            from_monitoring = [
+                r
+                for r in policy
+                if port in [p["port"] for p in r.get("ports", [])]
+                and any("namespaceSelector" in peer for peer in r.get("from", []))
+            ]
+            assert from_monitoring, f"Prometheus cannot reach {component}'s /metrics"
