@@ -75,12 +75,21 @@ def selector(platform: str, site: str | None = None, component: str | None = Non
     return ",".join(parts)
 
 
+def image_ref(image: str, version: str) -> str:
+    """The image of an instance at ``version``: ``image`` tagged with the version, unless
+    ``image`` already names a tag or digest (``repo:1.2``, ``repo@sha256:...``): then every
+    version runs that image (the reference backbone's components are in BFM's own image,
+    their version is only what ``--version`` reports)."""
+    last = image.rsplit("/", 1)[-1]  # a registry's port ("host:5000/bfm") is no tag
+    return image if "@" in image or ":" in last else f"{image}:{version}"
+
+
 @dataclass(frozen=True)
 class PodTemplate:
     """How the platform's pods run: image, command, grace period, extra arguments."""
 
     platform: str = "bfm"  # the PLATFORM_LABEL value
-    image: str = DEFAULT_IMAGE  # the version is the tag
+    image: str = DEFAULT_IMAGE  # a repository: the version is the tag (see image_ref)
     command: tuple[str, ...] = ("python", "-m", "failover")
     extra_args: tuple[str, ...] = ()  # after the component arguments (e.g. --run-dir=...)
     env: tuple[tuple[str, str], ...] = ()
@@ -128,7 +137,7 @@ class PodTemplate:
                 "containers": [
                     {
                         "name": component,
-                        "image": f"{self.image}:{version}",
+                        "image": image_ref(self.image, version),
                         "command": list(self.command),
                         "args": args,
                         "env": env,

@@ -7,7 +7,8 @@ instead of local processes. Options, each at most once:
 - ``context=NAME``: a kubeconfig context (the API server and credentials are found as for
   the ``kubernetes://`` store: in-cluster first, else the kubeconfig);
 - ``image=REPOSITORY``: the component image, tagged with the version (default
-  ``ghcr.io/hemisphere/bfm``);
+  ``ghcr.io/hemisphere/bfm``); ``image=REPOSITORY:TAG`` or ``REPOSITORY@DIGEST`` runs that
+  one image at every version (the chart: BFM's own image holds the reference components);
 - ``name=NAME``: the platform's label value, so that several BFM installations can share
   a namespace (default ``bfm``);
 - ``template=PATH``: a pod template file whose fields are added to every component pod
@@ -36,7 +37,9 @@ from failover.ports import Clock
 if TYPE_CHECKING:
     from failover.adapters.kubernetes_platform import KubernetesPlatform
 
-USAGE = "use kubernetes://NAMESPACE[?context=NAME][&image=REPOSITORY][&name=NAME][&template=PATH]"
+USAGE = (
+    "use kubernetes://NAMESPACE[?context=NAME][&image=REPOSITORY[:TAG]][&name=NAME][&template=PATH]"
+)
 _OPTIONS = ("context", "image", "name", "template")
 
 

@@ -217,3 +217,12 @@ def test_prometheus_scrapes_every_component_pod(chart: list[dict[str, Any]]) -> 
                 and any("namespaceSelector" in peer for peer in r.get("from", []))
             ]
             assert from_monitoring, f"Prometheus cannot reach {component}'s /metrics"
+
+
+def test_the_component_pods_run_the_charts_own_image(chart: list[dict[str, Any]]) -> None:
+    """The reference components are in BFM's image: every version runs it (a tag per
+    component version would name images nobody built)."""
+    for site in WORKERS:
+        image = site_container(chart, site)["image"]
+        for pod in component_pods(chart, site):
+            assert pod["spec"]["containers"][0]["image"] == image

@@ -144,7 +144,7 @@ def test_the_backbone_runs_through_the_platform_only_when_enabled(
 
     assert not any(a.startswith("--platform") for a in args(default))
     assert (
-        "--platform=kubernetes://bfm?image=ghcr.io/hemisphere/bfm&name=bfm"
+        "--platform=kubernetes://bfm?image=ghcr.io/hemisphere/bfm:0.1.0&name=bfm"
         "&template=/etc/bfm/pod-template/pod-template.yaml"
     ) in args(all_on)
     services = of_kind(all_on, "Service")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -164,3 +165,22 @@ def test_isolation_never_marks_a_site_that_is_up_or_holds_work(
         assert bfm_alive is False and shards_held == 0 and up == 0 and isolated < nodes
     if step is IsolationStep.RELEASE:
         assert up == nodes > 0 and isolated > 0
+
+
+@pytest.mark.parametrize(
+    ("image", "wanted"),
+    [
+        ("ghcr.io/hemisphere/bfm", "ghcr.io/hemisphere/bfm:2.1.0"),
+        ("registry.local:5000/bfm", "registry.local:5000/bfm:2.1.0"),  # a port is no tag
+        ("ghcr.io/hemisphere/bfm:0.1.0", "ghcr.io/hemisphere/bfm:0.1.0"),
+        (
+            "registry.local:5000/bfm@sha256:" + "a" * 64,
+            "registry.local:5000/bfm@sha256:" + "a" * 64,
+        ),
+    ],
+)
+def test_an_image_with_its_own_tag_or_digest_runs_at_every_version(image: str, wanted: str) -> None:
+    body = pods.PodTemplate(image=image).body("bfm-a-eap-1", "a", "eap", "2.1.0", serving=True)
+    (container,) = body["spec"]["containers"]
+    assert container["image"] == wanted
+    assert "--version=2.1.0" in container["args"]  # the version is still what it reports
