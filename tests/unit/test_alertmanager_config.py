@@ -313,7 +313,7 @@ def test_the_shipped_scrape_config() -> None:
     assert doc["global"]["scrape_interval"] == "1s"
     assert doc["global"]["evaluation_interval"] == "1s"
     jobs = {job["job_name"]: job for job in doc["scrape_configs"]}
-    assert set(jobs) == {"bfm", "node", "otel-gateway"}
+    assert set(jobs) == {"bfm", "node", "otel-gateway", "otel-collector"}
     assert jobs["bfm"]["honor_labels"] is True
     assert jobs["bfm"]["file_sd_configs"][0]["files"] == ["targets/*.json"]
     assert jobs["node"]["static_configs"][0]["targets"] == ["127.0.0.1:9100"]

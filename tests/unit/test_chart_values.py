@@ -414,3 +414,40 @@ def test_the_image_tag_defaults_to_the_app_version_and_a_digest_pins_it() -> Non
     assert image(render()) == f"ghcr.io/hemisphere/bfm:{app_version}"
     digest = "sha256:" + "a" * 64
     assert image(render({"image": {"digest": digest}})) == f"ghcr.io/hemisphere/bfm@{digest}"
+
+
+def test_the_collectors_own_metrics_are_scraped(default: list[dict[str, Any]]) -> None:
+    """Every collector pod's otelcol_* port (collectors/*.yaml service.telemetry) is a
+    target of the collectors' ServiceMonitor, and the monitoring namespace may reach it."""
+    monitor = of_kind(default, "ServiceMonitor")["bfm-collectors"]
+    selector = monitor["spec"]["selector"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    services = of_kind(default, "Service")
+
+    def selected(labels: dict[str, str]) -> bool:
+        if not selector["matchLabels"].items() <= labels.items():
+            return False
+        return all(labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"])
+
+    with_port = {
+        name
+        for name, service in services.items()
+        if selected(service["metadata"]["labels"])
+        and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    }
+    assert with_port == {"bfm-otel-agent", "bfm-otel-gateway"}  # each pod scraped once
+    policies = of_kind(default, "NetworkPolicy")
+    for name, spec in pod_specs(default).items():
+        if "otel" not in name:
+            continue
+        (container,) = spec["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["telemetry"] == 8888, name
+        policy = policies["bfm-otel-agent" if "agent" in name else "bfm-otel-gateway"]
+        admitted = {
+            p["port"]
+            for rule in policy["spec"]["ingress"]
+            if any("namespaceSelector" in peer for peer in rule.get("from", []))
+            for p in rule["ports"]
+        }
+        assert 8888 in admitted, name

@@ -363,3 +363,25 @@ def test_the_embedded_log_store_takes_what_the_gateway_sends(served: LogStoreSer
         end_ns=now_ns + 60 * 10**9,
     )
     assert other.lines == ()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_each_collector_serves_its_own_metrics_for_prometheus(path: Path) -> None:
+    """otelcol_* (accepted, refused, dropped, queues) on :8888 for every pod: the default
+    would keep them on the pod's loopback, where no Prometheus reaches."""
+    telemetry = _load(path)["service"]["telemetry"]["metrics"]
+    (reader,) = telemetry["readers"]
+    exporter = reader["pull"]["exporter"]["prometheus"]
+    assert exporter == {"host": "0.0.0.0", "port": 8888}
+    assert telemetry["level"] in ("basic", "normal", "detailed")
+
+
+def test_prometheus_scrapes_the_gateways_own_metrics() -> None:
+    scrape = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    port = _load(GATEWAY)["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"][
+        "prometheus"
+    ]["port"]
+    sd = jobs["otel-collector"]["dns_sd_configs"][0]
+    assert sd["port"] == port
+    assert sd["names"] == jobs["otel-gateway"]["dns_sd_configs"][0]["names"]
