@@ -156,6 +156,16 @@ def role_rules(
     ]
 
 
+def granted(*, used_by: str | None = None, account: str | None = None) -> set[tuple[str, str, str]]:
+    """Every (verb, group, resource) the list grants (to one module, one account)."""
+    return {
+        (verb, use.group, use.resource)
+        for use in KUBERNETES_API_USE
+        if used_by in (None, use.used_by) and account in (None, use.account)
+        for verb in use.verbs
+    }
+
+
 def _uses(*, namespaced: bool, namespace: str, account: str) -> list[ApiUse]:
     return [
         use

@@ -34,6 +34,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def component_argv(run_dir: Path, *options: str) -> list[str]:
+    """``bfm component run`` of a's eap in ``run_dir`` as a process."""
+    return [
+        *(sys.executable, "-m", "failover", "component", "run"),
+        *("--site=a", "--component=eap", f"--run-dir={run_dir}", *options),
+    ]
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A run directory whose endpoints.json names a Service for a's eap, as the chart's."""
@@ -64,18 +72,7 @@ def test_a_component_listens_on_its_bind_host_and_serves_metrics_where_told(
     module_port = Endpoints.load(run_dir).sites["a"].modules["eap"][1]
     env = {**os.environ, "BFM_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "component",
-            "run",
-            "--site=a",
-            "--component=eap",
-            f"--run-dir={run_dir}",
-            f"--grants-url={url}",
-            "--bind-host=127.0.0.1",
-        ],
+        component_argv(run_dir, f"--grants-url={url}", "--bind-host=127.0.0.1"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -100,17 +97,7 @@ def test_a_component_listens_on_its_bind_host_and_serves_metrics_where_told(
 def test_without_a_bind_host_the_service_name_cannot_be_listened_on(run_dir: Path) -> None:
     """The test above can fail: the advertised name is not an address of this host."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "failover",
-            "component",
-            "run",
-            "--site=a",
-            "--component=eap",
-            f"--run-dir={run_dir}",
-            "--grants-url=http://127.0.0.1:9/grants",
-        ],
+        component_argv(run_dir, "--grants-url=http://127.0.0.1:9/grants"),
         env={**os.environ, "BFM_TELEMETRY": "off"},
         capture_output=True,
         text=True,

@@ -25,7 +25,7 @@ from failover.adapters.kubernetes_pods import (
     SERVING_LABEL,
     PodTemplate,
 )
-from failover.adapters.kubernetes_rbac import KUBERNETES_API_USE, PLATFORM_MODULE, allowed
+from failover.adapters.kubernetes_rbac import PLATFORM_MODULE, allowed, granted
 from failover.core.topology import default_topology
 from failover.ports import InstanceState, PlatformError, SiteNodes
 from failover.workload.launcher import wait_until
@@ -189,13 +189,7 @@ def test_the_platform_uses_exactly_its_rows_of_the_rbac_list(kube: Kube) -> None
     kube.platform.stop("a", "eap")
     sent = [r for r in kube.double.requests()[before:] if r.user_agent != KUBELET_USER_AGENT]
     used = {(r.verb, r.group or "", r.resource) for r in sent}
-    listed = {
-        (v, u.group, u.resource)
-        for u in KUBERNETES_API_USE
-        if u.used_by == PLATFORM_MODULE
-        for v in u.verbs
-    }
-    assert used == listed
+    assert used == granted(used_by=PLATFORM_MODULE)
     for r in sent:
         namespaced = r.namespace is not None
         namespace = "" if r.namespace in (None, NAMESPACE) else str(r.namespace)

@@ -26,9 +26,9 @@ from support.kube_double import ApiRequest, Fault, KubeApiDouble
 from failover.adapters import kubernetes_objects as objects
 from failover.adapters.kubernetes_rbac import (
     COMPONENTS,
-    KUBERNETES_API_USE,
     STORE_MODULE,
     allowed,
+    granted,
     role_rules,
 )
 from failover.adapters.kubernetes_store import KubernetesStore
@@ -372,13 +372,7 @@ def test_the_store_uses_exactly_the_verbs_and_resources_in_the_rbac_list(
     store.wait_for_change("", {}, timeout_s=0)
     store.close()
     used = _uses(double.requests()[before:])
-    listed = {
-        (v, u.group, u.resource)
-        for u in KUBERNETES_API_USE
-        if u.used_by == STORE_MODULE
-        for v in u.verbs
-    }
-    assert used == listed  # nothing outside the list, and nothing in it unused
+    assert used == granted(used_by=STORE_MODULE)  # nothing outside the list, nothing unused
     assert all(allowed(group or "", resource or "", verb) for verb, group, resource in used)
     assert not allowed("", "configmaps", "patch")
 
@@ -405,13 +399,7 @@ def test_a_component_pod_uses_exactly_the_components_rows_of_the_rbac_list(
         writer.close()
     assert watch.polls >= 2
     used = _uses(double.requests()[before:])
-    listed = {
-        (v, u.group, u.resource)
-        for u in KUBERNETES_API_USE
-        if u.account == COMPONENTS
-        for v in u.verbs
-    }
-    assert used == listed
+    assert used == granted(account=COMPONENTS)
     assert all(
         allowed(group or "", resource or "", verb, account=COMPONENTS)
         for verb, group, resource in used
