@@ -254,6 +254,7 @@ def _run_until_stopped(
     from failover.adapters.local_platform import LocalPlatform
     from failover.adapters.system_clock import SystemClock
     from failover.runtime.instrumented_store import InstrumentedStore
+    from failover.runtime.listening import ListenError
     from failover.runtime.site_process import SiteProcess
     from failover.runtime.supervisor import Supervisor
 
@@ -276,21 +277,24 @@ def _run_until_stopped(
             versions=_desired_versions(store, settings.site),
         )
         supervisor = Supervisor(platform, settings.site, clock=clock, store=agent_store)
+    try:
+        process = SiteProcess(
+            settings,
+            store=agent_store,
+            controller_store=controller_store,
+            clock=clock,
+            probe=probes.alive if probes is not None else (lambda component: True),
+            exited=probes.exited if probes is not None else None,
+            supervisor=supervisor,
+            health=probes.health if probes is not None else (lambda component: None),
+            items_file=items_file,
+            dongle=dongle,
+            isolation=isolation,
+        )
+    except ListenError as err:
+        raise UsageError(str(err)) from None
     if probes is not None:
         probes.start()
-    process = SiteProcess(
-        settings,
-        store=agent_store,
-        controller_store=controller_store,
-        clock=clock,
-        probe=probes.alive if probes is not None else (lambda component: True),
-        exited=probes.exited if probes is not None else None,
-        supervisor=supervisor,
-        health=probes.health if probes is not None else (lambda component: None),
-        items_file=items_file,
-        dongle=dongle,
-        isolation=isolation,
-    )
     if isolation is not None:
         isolation.heartbeats = process.heard  # the platform's site facts hear them too
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -71,6 +71,7 @@ def component_run(
     """Run one module (and, for backbone, the site's router) until SIGTERM/SIGINT."""
     from failover.adapters.store_url import open_store
     from failover.cli.simulate import fencing_disabled, warn_fencing_off
+    from failover.runtime.listening import ListenError
     from failover.telemetry import metrics_listen_from_env
     from failover.workload import component_process
 
@@ -110,7 +111,7 @@ def component_run(
             bind_host=bind_host or None,
             metrics_listen=metrics_listen,
         )
-    except component_process.ListenError as err:
+    except ListenError as err:
         raise UsageError(str(err)) from None
     finally:
         store.close()

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from failover.runtime.grants import NO_GRANTS, Grants
+from failover.runtime.listening import listen_error
 
 GRANTS_PATH = "/grants"
 GRANTS_URL_ENV = "BFM_GRANTS_URL"
@@ -107,7 +108,12 @@ class GrantsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # ten requests a second per component: not worth a log line each
 
-        self._http = ThreadingHTTPServer(bind, Handler)
+        try:
+            self._http = ThreadingHTTPServer(bind, Handler)
+        except OSError as err:
+            raise listen_error(
+                "the grants server", bind, err, "give --grants-listen a free port of this host"
+            ) from None
         self._http.daemon_threads = True
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True

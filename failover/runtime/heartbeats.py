@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from failover.runtime.listening import listen_error
+
 MAX_DATAGRAM_BYTES = 512
 PENDING_PINGS_KEPT = 64
 HEARTBEAT_KEY_ENV = "BFM_HEARTBEAT_KEY_FILE"
@@ -86,7 +88,13 @@ class HeartbeatChannel:
         self.peers = dict(peers)
         self._store_ok, self._on_report, self._monotonic = store_ok, on_report, monotonic
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(bind)
+        try:
+            self._sock.bind(bind)
+        except OSError as err:
+            self._sock.close()
+            raise listen_error(
+                "the heartbeats (UDP)", bind, err, "give --listen a free port of this host"
+            ) from None
         self._sock.settimeout(0.2)
         self._seq = 0
         self._sent: dict[int, tuple[float, str]] = {}  # seq -> (sent at, nonce)

@@ -40,6 +40,7 @@ from failover.ports import CoordinationStore, StoreError
 from failover.runtime.documents import OWNERSHIP_PREFIX, ownership_key, ownership_parser
 from failover.runtime.grants import Grants, GrantsReader, grants_path
 from failover.runtime.grants_http import GrantsFetcher
+from failover.runtime.listening import listen_error
 from failover.workload.cpu_hog import CpuHog
 from failover.workload.endpoints import Endpoints
 from failover.workload.ledger import Ledger
@@ -329,10 +330,6 @@ async def _grants_source(
     return fetcher, fetcher
 
 
-class ListenError(ValueError):
-    """A module or router cannot listen where it was told (the message names the fix)."""
-
-
 async def _listen(
     start: Callable[..., Awaitable[tuple[str, int]]],
     what: str,
@@ -342,11 +339,12 @@ async def _listen(
     try:
         await start(*address, tls=tls)
     except OSError as err:  # unresolvable name, not this host's address, port taken
-        host, port = address
-        raise ListenError(
-            f"the {what} cannot listen on {host}:{port} ({err.strerror or err}): "
+        raise listen_error(
+            f"the {what}",
+            address,
+            err,
             "endpoints.json names where others reach it; in a pod, listen on every address "
-            "with --bind-host 0.0.0.0 (BFM_BIND_HOST), and check no other process has the port"
+            "with --bind-host 0.0.0.0 (BFM_BIND_HOST), and check no other process has the port",
         ) from None
 
 

@@ -146,3 +146,24 @@ def test_a_bad_pod_template_is_a_usage_error_before_anything_starts(
     assert run([*args, f"--platform=kubernetes://bfm?template={template}"]) == 2
     err = capsys.readouterr().err
     assert "spec.restartPolicy is set by the platform" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "kind", "named"),
+    [
+        ("--grants-listen", socket.SOCK_STREAM, "the grants server cannot listen on"),
+        ("--listen", socket.SOCK_DGRAM, "the heartbeats (UDP) cannot listen on"),
+    ],
+)
+def test_a_taken_port_is_a_usage_error_naming_the_flag(
+    flag: str, kind: socket.SocketKind, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        args = ["site", "run", "--site=a", "--store=memory://", "--duration=1s"]
+        assert run([*args, f"{flag}=127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and f"give {flag} a free port" in err and "internal error" not in err
