@@ -144,6 +144,7 @@ def run(
         fencing_enabled=not fencing_disabled(),
         grants_file=Path(grants_file) if grants_file else None,
         grants_listen=grants_bind,
+        grants_tls=_tls_server() if grants_bind else None,
     )
     try:
         items_file = Path(run_dir) / f"site-items-{site}.json" if run_dir is not None else None
@@ -227,13 +228,23 @@ def _heartbeat_key() -> bytes | None:
 
 def _tls_client() -> Any:
     """The client side of the components' TLS, when ``BFM_TLS_*`` name certificates."""
+    tls = _tls_files()
+    return tls.client_context() if tls else None
+
+
+def _tls_server() -> Any:
+    """The grants server's side of the TLS, when ``BFM_TLS_*`` name certificates."""
+    tls = _tls_files()
+    return tls.server_context() if tls else None
+
+
+def _tls_files() -> Any:
     from failover.adapters.tls import TlsConfigError, tls_from_env
 
     try:
-        tls = tls_from_env(os.environ)
+        return tls_from_env(os.environ)
     except TlsConfigError as err:
         raise UsageError(str(err)) from None
-    return tls.client_context() if tls else None
 
 
 def _run_until_stopped(

@@ -79,11 +79,8 @@ def component_run(
         check_version(version)
     except ValueError as err:
         raise UsageError(f"--version: {err}") from None
-    if grants_url is not None and not _is_http_url(grants_url):
-        raise UsageError(
-            f"--grants-url {grants_url!r} is not an http:// URL; "
-            "give the site process's, e.g. http://bfm-site-a:9465/grants"
-        )
+    if grants_url is not None:
+        _check_grants_url(grants_url)
     try:
         metrics_listen = metrics_listen_from_env(os.environ)
     except ValueError as err:
@@ -115,6 +112,26 @@ def component_run(
         raise UsageError(str(err)) from None
     finally:
         store.close()
+
+
+def _check_grants_url(url: str) -> None:
+    """A usage error for a grants URL that is malformed or not of the backbone's scheme
+    (https where BFM_TLS_* is set, else http)."""
+    from failover.adapters.tls import TlsConfigError, tls_from_env
+    from failover.runtime.grants_http import grants_url_problem
+
+    if not _is_http_url(url):
+        raise UsageError(
+            f"--grants-url {url!r} is not an http:// URL; "
+            "give the site process's, e.g. http://bfm-site-a:9465/grants"
+        )
+    try:
+        tls = tls_from_env(os.environ)
+    except TlsConfigError as err:
+        raise UsageError(str(err)) from None
+    problem = grants_url_problem(url, tls=tls is not None)
+    if problem:
+        raise UsageError(f"--grants-url: {problem}")
 
 
 def _is_http_url(text: str) -> bool:

@@ -11,14 +11,19 @@ however long the answer took (clock rates differ by far less than the margins).
 
 If the site process stops answering (crash, pause, cut off), the component keeps the last
 grants until they run out by themselves: the self-fence reaches the pods as it reaches
-local processes. ``bfm site run --grants-listen HOST:PORT`` serves them; ``bfm component run
---grants-url URL`` (or ``BFM_GRANTS_URL``) reads them (docs/kubernetes.md).
+local processes. Where the backbone has TLS (``BFM_TLS_*``, ``failover.adapters.tls``),
+the grants go over mutual TLS as well (``https://``): a listener that is not a site of
+the same CA cannot hand out grants, and no one else can read them; a process never falls
+back to plain HTTP by itself. ``bfm site run --grants-listen HOST:PORT`` serves them;
+``bfm component run --grants-url URL`` (or ``BFM_GRANTS_URL``) reads them
+(docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -64,6 +69,20 @@ def from_wire(body: bytes, asked_at_mono_s: float) -> Grants:
         raise ValueError(f"malformed grants answer ({err})") from None
 
 
+def grants_url_problem(url: str, *, tls: bool) -> str | None:
+    """What is wrong with ``url`` as a grants URL (None: nothing), ``tls``: whether the
+    backbone's TLS is configured: then https, else http."""
+    wanted = "https" if tls else "http"
+    if url.startswith(f"{wanted}://"):
+        return None
+    why = (
+        "TLS is configured (BFM_TLS_*), so the grants go over TLS too"
+        if tls
+        else "https needs the backbone's BFM_TLS_* certificates"
+    )
+    return f"the grants URL {url!r} must be {wanted}://: {why}"
+
+
 class GrantsBoard:
     """The latest grants a site process published (thread-safe)."""
 
@@ -84,9 +103,16 @@ class GrantsServer:
     """Serves a board's grants on ``GET /grants`` until ``close()``."""
 
     def __init__(
-        self, board: GrantsBoard, *, bind: tuple[str, int], monotonic: Callable[[], float]
+        self,
+        board: GrantsBoard,
+        *,
+        bind: tuple[str, int],
+        monotonic: Callable[[], float],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: a server context (``TlsFiles.server_context``: mutual TLS)."""
         self.board, self._monotonic = board, monotonic
+        self.scheme = "https" if tls is not None else "http"
 
         server = self
 
@@ -115,6 +141,10 @@ class GrantsServer:
                 "the grants server", bind, err, "give --grants-listen a free port of this host"
             ) from None
         self._http.daemon_threads = True
+        if tls is not None:  # the handshake happens in the request's thread, on first read
+            self._http.socket = tls.wrap_socket(
+                self._http.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
         )
@@ -127,7 +157,8 @@ class GrantsServer:
     def start(self) -> tuple[str, int]:
         self._thread.start()
         log.info(
-            "serving grants on http://%s:%d%s",
+            "serving grants on %s://%s:%d%s",
+            self.scheme,
             *self.address,
             GRANTS_PATH,
             extra={"event": "grants_serving"},
@@ -150,7 +181,13 @@ class GrantsFetcher:
         monotonic: Callable[[], float],
         interval_s: float = FETCH_INTERVAL_S,
         timeout_s: float = FETCH_TIMEOUT_S,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: a client context (``TlsFiles.client_context``); then ``url`` must be
+        https, else http (ValueError naming the fix)."""
+        problem = grants_url_problem(url, tls=tls is not None)
+        if problem:
+            raise ValueError(problem)
         self.url, self._monotonic = url, monotonic
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self._lock = threading.Lock()
@@ -161,7 +198,10 @@ class GrantsFetcher:
         self.errors = 0
         self._failing = False
         # never through an HTTP proxy of the environment: the site is on the pod network
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if tls is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=tls))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def fetch_once(self) -> bool:
         """Ask once; True when an answer was taken (else the last grants stay, and run out

@@ -11,6 +11,7 @@ nothing keeps running.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class SiteSettings:
     fencing_enabled: bool = True
     grants_file: Path | None = None  # where to publish this site's grants for its components
     grants_listen: tuple[str, int] | None = None  # serve them over HTTP too (pods)
+    grants_tls: ssl.SSLContext | None = None  # serve them over mutual TLS (BFM_TLS_*)
     versions_interval_s: float = 0.5  # how often the site reconciles and reports versions
     license: LicensePolicy | None = None  # None: licensing not configured (nothing judged)
     license_interval_s: float = 1.0  # how often the dongle is read and the license judged
@@ -99,7 +101,12 @@ class SiteProcess:
         s = settings
         self.grants_board = GrantsBoard()
         self.grants_server = (
-            GrantsServer(self.grants_board, bind=s.grants_listen, monotonic=clock.monotonic)
+            GrantsServer(
+                self.grants_board,
+                bind=s.grants_listen,
+                monotonic=clock.monotonic,
+                tls=s.grants_tls,
+            )
             if s.grants_listen is not None
             else None
         )

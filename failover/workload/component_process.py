@@ -260,7 +260,9 @@ async def serve(
     watch = OwnershipWatch(store, components, interval_s=interval_s)
     watch.start()
     fence = EpochFence(enforce=fencing_enabled)
-    fresh, fetcher = await _grants_source(grants_url, grants_path(run_dir, site))
+    tls = tls_from_env(os.environ)  # TlsConfigError (a ValueError) before anything listens
+    client_tls = tls.client_context() if tls else None
+    fresh, fetcher = await _grants_source(grants_url, grants_path(run_dir, site), client_tls)
     cached = CachedGrants(fresh, time.monotonic)
     module = ModuleService(
         component,
@@ -275,7 +277,6 @@ async def serve(
         decision_of=cached.decision,
         version=version,
     )
-    tls = tls_from_env(os.environ)  # TlsConfigError (a ValueError) before anything listens
     server_tls = tls.server_context() if tls else None
     await _listen(module.start, component, _bind(bind_host, mine.modules[component]), server_tls)
     router = None
@@ -285,7 +286,7 @@ async def serve(
             owners=lambda: watch.current,
             modules={s: e.modules for s, e in endpoints.sites.items() if e.modules},
             version=version,
-            tls=tls.client_context() if tls else None,
+            tls=client_tls,
         )
         module.health_parts.append(router.health)  # the site's ping reports the process
         await _listen(router.start, "router", _bind(bind_host, mine.router), server_tls)
@@ -319,13 +320,13 @@ async def serve(
 
 
 async def _grants_source(
-    grants_url: str | None, path: Path
+    grants_url: str | None, path: Path, tls: ssl.SSLContext | None
 ) -> tuple[GrantsSource, GrantsFetcher | None]:
     """The grants fresh from their source: the site process over HTTP (asked every 0.1 s
     in the background, the first answer awaited), else the grants file."""
     if grants_url is None:
         return GrantsReader(path, monotonic=time.monotonic), None
-    fetcher = GrantsFetcher(grants_url, monotonic=time.monotonic)
+    fetcher = GrantsFetcher(grants_url, monotonic=time.monotonic, tls=tls)
     await asyncio.to_thread(fetcher.start)
     return fetcher, fetcher
 

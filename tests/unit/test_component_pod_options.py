@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from failover.adapters.tls_dev import tls_env, write_dev_pki
 from failover.cli.main import run
 from failover.core.topology import default_topology
 from failover.runtime.grants import Grants
-from failover.runtime.grants_http import GrantsBoard, GrantsServer
+from failover.runtime.grants_http import GrantsBoard, GrantsFetcher, GrantsServer
 from failover.workload.endpoints import Endpoints, allocate
 
 CEILING_S = 30.0
@@ -87,8 +88,16 @@ def test_a_component_listens_on_its_bind_host_and_serves_metrics_where_told(
                 time.sleep(0.2)
         assert answer is not None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
         assert answer.status_code == 200 and 'component="eap"' in answer.text
-        with socket.create_connection(("127.0.0.1", module_port), timeout=5.0):
-            pass  # the module listens on the bind host, at the port endpoints.json names
+        # the module listens on the bind host, at the port endpoints.json names (metrics
+        # start first: wait for it too)
+        listening = False
+        while time.monotonic() < deadline_s and not listening:
+            try:
+                socket.create_connection(("127.0.0.1", module_port), timeout=1.0).close()
+                listening = True
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        assert listening
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -167,3 +176,42 @@ def test_a_taken_port_is_a_usage_error_naming_the_flag(
         assert run([*args, f"{flag}=127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     assert named in err and f"give {flag} a free port" in err and "internal error" not in err
+
+
+def test_with_tls_the_grants_url_must_be_https(
+    run_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in tls_env(write_dev_pki(tmp_path / "pki")).items():
+        monkeypatch.setenv(name, value)
+    args = ["component", "run", "--site=a", "--component=eap", f"--run-dir={run_dir}"]
+    assert run([*args, "--grants-url=http://bfm-site-a:9465/grants"]) == 2
+    assert "must be https://: TLS is configured" in capsys.readouterr().err
+
+
+def test_a_site_process_with_tls_serves_its_grants_over_mutual_tls(tmp_path: Path) -> None:
+    files = write_dev_pki(tmp_path / "pki", addresses=("127.0.0.1",))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "failover", "site", "run", "--site=a"),
+            *("--store=memory://", "--duration=20s", f"--grants-listen=127.0.0.1:{port}"),
+        ],
+        env={**os.environ, **tls_env(files), "BFM_TELEMETRY": "off"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"https://127.0.0.1:{port}/grants"
+        fetcher = GrantsFetcher(url, monotonic=time.monotonic, tls=files.client_context())
+        deadline_s = time.monotonic() + CEILING_S
+        while not fetcher.fetch_once() and time.monotonic() < deadline_s:
+            time.sleep(0.2)
+        assert fetcher.fetches == 1  # answered over TLS
+        plain = GrantsFetcher(f"http://127.0.0.1:{port}/grants", monotonic=time.monotonic)
+        assert not plain.fetch_once()  # never in the clear
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from failover.adapters.tls import TlsFiles
+from failover.adapters.tls_dev import write_dev_pki
 from failover.runtime.grants import NO_GRANTS, Grants
 from failover.runtime.grants_http import (
     GrantsBoard,
@@ -167,3 +169,48 @@ def test_other_paths_are_not_found(served: tuple[GrantsBoard, GrantsServer, Mono
         urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
     assert caught.value.code == 404
     assert b"/grants" in caught.value.read()
+
+
+# -- mutual TLS (BFM_TLS_*: the backbone's certificates) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[TlsFiles, TlsFiles]:
+    """The site CA's certificate for 127.0.0.1, and one of another CA."""
+    ours = write_dev_pki(tmp_path_factory.mktemp("ours"), addresses=("127.0.0.1",))
+    theirs = write_dev_pki(tmp_path_factory.mktemp("theirs"), addresses=("127.0.0.1",))
+    return ours, theirs
+
+
+def test_the_grants_go_over_mutual_tls_where_the_backbone_has_it(
+    pki: tuple[TlsFiles, TlsFiles],
+) -> None:
+    ours, theirs = pki
+    board = GrantsBoard()
+    board.publish(GRANTS)
+    server = GrantsServer(
+        board, bind=("127.0.0.1", 0), monotonic=Mono(1000.0), tls=ours.server_context()
+    )
+    host, port = server.start()
+    url = f"https://{host}:{port}/grants"
+    try:
+        fetcher = GrantsFetcher(url, monotonic=Mono(0.0), tls=ours.client_context())
+        assert fetcher.fetch_once() and fetcher.epoch("eep", 0) is not None
+        # a component of another CA is refused, and one that does not trust ours refuses it
+        stranger = GrantsFetcher(url, monotonic=Mono(0.0), tls=theirs.client_context())
+        assert not stranger.fetch_once() and stranger.epoch("eep", 0) is None
+        # plain HTTP to the TLS listener gets nothing
+        plain = GrantsFetcher(f"http://{host}:{port}/grants", monotonic=Mono(0.0))
+        assert not plain.fetch_once()
+    finally:
+        server.close()
+
+
+def test_a_client_never_falls_back_to_plain_http_by_itself(
+    pki: tuple[TlsFiles, TlsFiles],
+) -> None:
+    ours, _ = pki
+    with pytest.raises(ValueError, match="must be https://: TLS is configured"):
+        GrantsFetcher("http://x:1/grants", monotonic=Mono(0.0), tls=ours.client_context())
+    with pytest.raises(ValueError, match="must be http://: https needs the backbone's BFM_TLS_"):
+        GrantsFetcher("https://x:1/grants", monotonic=Mono(0.0))
