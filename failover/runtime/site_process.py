@@ -350,10 +350,24 @@ class SiteProcess:
             self.updates.tick()
             if self.isolation is not None:
                 self.isolation.tick(self.controller)
+            self._export_witness_liveness()
         if leading != self._was_leading:
             self._was_leading = leading
             what = "became the leader" if leading else "is no longer the leader"
             log.info(f"controller {what}", extra={"event": "leader", "leading": leading})
+
+    def _export_witness_liveness(self) -> None:
+        """``bfm_site_up`` of the sites without a lease (the witness), as the leader's
+        direct heartbeats hear them: a witness that stopped answering is down (one more
+        failure and no majority is left). A worker's replica leads a lease duration after
+        its start at the earliest, far longer than a heartbeat takes, so a witness it never
+        heard is down. No peer address given: nothing is claimed about it."""
+        s = self.settings
+        for site in s.topology.site_names:
+            if s.topology.is_worker(site) or (site != s.site and site not in s.peers):
+                continue
+            alive = self.heard(site) is True
+            self.controller.metrics.site_liveness(site, alive=alive, detected_after_s=None)
 
     def _license_tick(self) -> None:
         """Publish this site's dongle; judge the license when this replica leads."""
