@@ -21,14 +21,17 @@ back to plain HTTP by itself. ``bfm site run --grants-listen HOST:PORT`` serves 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from failover.runtime.grants import NO_GRANTS, Grants
 from failover.runtime.listening import listen_error
@@ -38,6 +41,8 @@ GRANTS_URL_ENV = "BFM_GRANTS_URL"
 FETCH_INTERVAL_S = 0.1
 """How often a component asks (the agent renews the grants every poll, 0.1 s)."""
 FETCH_TIMEOUT_S = 1.0
+IDLE_S = 30.0
+"""How long the server keeps a silent connection open."""
 
 log = logging.getLogger("bfm.grants")
 
@@ -115,8 +120,25 @@ class GrantsServer:
         self.scheme = "https" if tls is not None else "http"
 
         server = self
+        self._open: set[socket.socket] = set()  # kept-alive connections, closed by close()
+        self._open_lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
+            # One kept-alive connection per component (ten questions a second); one that
+            # says nothing for IDLE_S is let go.
+            protocol_version = "HTTP/1.1"
+            timeout = IDLE_S
+
+            def setup(self) -> None:
+                super().setup()
+                with server._open_lock:
+                    server._open.add(self.connection)
+
+            def finish(self) -> None:
+                with server._open_lock:
+                    server._open.discard(self.connection)
+                super().finish()
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] != GRANTS_PATH:
                     self._answer(404, b'{"error": "not found: the grants are at /grants"}')
@@ -166,8 +188,14 @@ class GrantsServer:
         return self.address
 
     def close(self) -> None:
+        """Stop answering, on the kept-alive connections too: their components see the
+        site gone at once (and their grants run out), as if its process had ended."""
         self._http.shutdown()
         self._http.server_close()
+        with self._open_lock:
+            for conn in list(self._open):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
         self._thread.join(timeout=5.0)
 
 
@@ -197,20 +225,22 @@ class GrantsFetcher:
         self.fetches = 0
         self.errors = 0
         self._failing = False
-        # never through an HTTP proxy of the environment: the site is on the pod network
-        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-        if tls is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=tls))
-        self._opener = urllib.request.build_opener(*handlers)
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or "", parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._tls = tls
+        # one kept-alive connection (http.client: never through an environment's proxy,
+        # the site is on the pod network); a new one after any error
+        self._conn: http.client.HTTPConnection | None = None
+        self._conn_lock = threading.Lock()
 
     def fetch_once(self) -> bool:
         """Ask once; True when an answer was taken (else the last grants stay, and run out
         by themselves)."""
         asked_at_s = self._monotonic()
         try:
-            with self._opener.open(self.url, timeout=self.timeout_s) as response:
-                grants = from_wire(response.read(), asked_at_s)
-        except (OSError, ValueError) as err:
+            grants = from_wire(self._ask(), asked_at_s)
+        except (OSError, ValueError, http.client.HTTPException) as err:
             self.errors += 1
             if not self._failing:
                 self._failing = True
@@ -228,6 +258,29 @@ class GrantsFetcher:
             log.info(f"reading the site's grants from {self.url} again")
         return True
 
+    def _ask(self) -> bytes:
+        """One ``GET`` on the kept-alive connection (opened when there is none)."""
+        with self._conn_lock:
+            if self._conn is None:
+                self._conn = (
+                    http.client.HTTPSConnection(
+                        self._host, self._port, timeout=self.timeout_s, context=self._tls
+                    )
+                    if self._tls is not None
+                    else http.client.HTTPConnection(self._host, self._port, timeout=self.timeout_s)
+                )
+            try:
+                self._conn.request("GET", self._path, headers={"Accept": "application/json"})
+                response = self._conn.getresponse()
+                body = response.read()
+            except BaseException:
+                self._conn.close()
+                self._conn = None
+                raise
+            if response.status != 200:
+                raise OSError(f"HTTP {response.status} {response.reason}")
+            return body
+
     def start(self) -> None:
         self.fetch_once()  # the first answer before the component admits anything
         self._thread = threading.Thread(target=self._run, name="grants-fetch", daemon=True)
@@ -241,6 +294,10 @@ class GrantsFetcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout_s + 1.0)
+        with self._conn_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def current(self) -> Grants:
         with self._lock:
