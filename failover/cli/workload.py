@@ -122,7 +122,7 @@ def _check_grants_url(url: str) -> None:
 
     if not _is_http_url(url):
         raise UsageError(
-            f"--grants-url {url!r} is not an http:// URL; "
+            f"--grants-url {url!r} is not an http:// (or, with TLS, https://) URL; "
             "give the site process's, e.g. http://bfm-site-a:9465/grants"
         )
     try:
