@@ -60,23 +60,33 @@ class Grants:
         return None if epoch is None else (epoch, self.valid_until_mono_s)
 
     def to_json(self) -> str:
+        return json.dumps(self.to_doc())
+
+    def to_doc(self) -> dict[str, Any]:
+        """The grants as the file's JSON object (``to_json``)."""
         shards: dict[str, dict[str, int]] = {}
         for (component, index), epoch in sorted(self.epochs.items()):
             shards.setdefault(component, {})[str(index)] = epoch
-        return json.dumps(
-            {
-                "site": self.site,
-                "session": self.session,
-                "valid_until_mono_s": self.valid_until_mono_s,
-                "shards": shards,
-                "decisions": dict(sorted(self.decisions.items())),
-            }
-        )
+        return {
+            "site": self.site,
+            "session": self.session,
+            "valid_until_mono_s": self.valid_until_mono_s,
+            "shards": shards,
+            "decisions": dict(sorted(self.decisions.items())),
+        }
 
     @staticmethod
     def from_json(text: str) -> Grants:
         try:
             data: Any = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"malformed grants file ({err})") from None
+        return Grants.from_doc(data)
+
+    @staticmethod
+    def from_doc(data: Any) -> Grants:
+        """The grants a parsed JSON object names; ValueError when it is malformed."""
+        try:
             epochs = {
                 (str(c), int(i)): int(e)
                 for c, shards in data["shards"].items()

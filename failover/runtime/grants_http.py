@@ -49,12 +49,8 @@ log = logging.getLogger("bfm.grants")
 
 def to_wire(grants: Grants, now_mono_s: float) -> bytes:
     """The answer to ``GET /grants``: the grants with ``valid_for_s`` left at ``now``."""
-    data: dict[str, Any] = json.loads(grants.to_json()) if grants is not NO_GRANTS else {}
-    data.pop("valid_until_mono_s", None)
-    data.setdefault("site", grants.site)
-    data.setdefault("session", grants.session)
-    data.setdefault("shards", {})
-    data.setdefault("decisions", {})
+    data = grants.to_doc()
+    del data["valid_until_mono_s"]  # a moment on this host's clock only: meaningless there
     data["valid_for_s"] = max(0.0, grants.valid_until_mono_s - now_mono_s)
     return json.dumps(data).encode()
 
@@ -68,8 +64,7 @@ def from_wire(body: bytes, asked_at_mono_s: float) -> Grants:
         if not valid_for_s >= 0.0 or valid_for_s == float("inf"):
             raise ValueError(f"valid_for_s {valid_for_s} is not a finite duration")
         data["valid_until_mono_s"] = asked_at_mono_s + valid_for_s
-        del data["valid_for_s"]
-        return Grants.from_json(json.dumps(data))
+        return Grants.from_doc(data)
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"malformed grants answer ({err})") from None
 
