@@ -40,15 +40,19 @@ def test_a_site_process_serves_metrics_where_it_is_told(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
+        # /metrics answers before the controller's first round exports its series: ask
+        # until the series is there (bounded)
+        wanted = 'bfm_controller_is_leader{component="controller",site="w"}'
         deadline_s = time.monotonic() + 30.0
         answer = None
-        while time.monotonic() < deadline_s and answer is None:
+        while time.monotonic() < deadline_s and (answer is None or wanted not in answer.text):
             try:
                 answer = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0)
             except requests.ConnectionError:
-                time.sleep(0.2)
+                answer = None
+            time.sleep(0.2)
         assert answer is not None and answer.status_code == 200
-        assert 'bfm_controller_is_leader{component="controller",site="w"}' in answer.text
+        assert wanted in answer.text
     finally:
         proc.terminate()
         proc.wait(timeout=20)
